@@ -1,0 +1,3 @@
+from silverlining.cli import main
+
+main()

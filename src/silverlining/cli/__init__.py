@@ -1,0 +1,29 @@
+"""The `silverlining` command: one tool, sub-commands per role."""
+
+from __future__ import annotations
+
+import click
+
+from silverlining import __version__
+from silverlining.cli.node import accounts, keys, serve
+from silverlining.core.cli import core
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="silverlining")
+def cli() -> None:
+    """Silver Lining: an open-source reference cloud for a federated market.
+
+    Run a provider node (serve), manage its tenants (accounts, keys), and check any S3
+    endpoint with the conformance kit (core).
+    """
+
+
+cli.add_command(serve)
+cli.add_command(accounts)
+cli.add_command(keys)
+cli.add_command(core)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,274 @@
+"""Operator commands of a provider node: serve, accounts, keys."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from silverlining.node.domain.accounts import AccountError
+from silverlining.node.runtime import Node, NodeConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_DATA_DIR = "./silverlining-data"
+
+
+def data_dir_option(fn: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_DATA_DIR,
+        show_default=True,
+        envvar="SILVERLINING_DATA_DIR",
+        help="The node's data directory (metadata database, node key, object files).",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+
+
+@contextmanager
+def open_node(data_dir: Path, *, create: bool = False) -> Iterator[Node]:
+    if not create and not (data_dir / "meta.db").exists():
+        raise click.ClickException(
+            f"no node data in {data_dir} (start a node with `silverlining serve --data-dir "
+            f"{data_dir}` or create an account there first)"
+        )
+    node = Node(NodeConfig(data_dir=data_dir))
+    try:
+        yield node
+    except AccountError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        node.close()
+
+
+def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        human()
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9000, show_default=True, type=click.IntRange(0, 65535))
+@data_dir_option
+@click.option("--region", default="us-east-1", show_default=True,
+              help="The region this node reports for its buckets.")
+@click.option("--base-domain", "base_domains", multiple=True, default=("localhost",),
+              show_default=True,
+              help="Domain for virtual-hosted-style addressing (BUCKET.DOMAIN). Repeatable.")
+@click.option("--database-url", default=None, envvar="SILVERLINING_DATABASE_URL",
+              help="SQLAlchemy URL of a shared metadata database (default: SQLite in the data "
+                   "dir).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--access-log/--no-access-log", default=True, show_default=True,
+              help="Log one line per request (never query strings or secrets).")
+def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple[str, ...],
+          database_url: str | None, log_level: str, access_log: bool) -> None:
+    """Run a provider node: S3 on one HTTP port, on the embedded default storage."""
+    import uvicorn
+
+    from silverlining.node.app import NodeApp
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not access_log:
+        logging.getLogger("silverlining.access").setLevel(logging.WARNING)
+    try:
+        node = Node(NodeConfig(data_dir=data_dir, region=region, base_domains=base_domains,
+                               database_url=database_url))
+    except Exception as exc:  # a clear message, not a traceback
+        raise click.ClickException(f"cannot open node data in {data_dir}: {exc}") from None
+    removed, freed = node.sweep()
+    if removed:
+        logging.getLogger("silverlining.node").info(
+            "swept %d leftover file(s) from an interrupted run (%d bytes freed)", removed, freed)
+    admin = node.accounts.ensure_admin()
+    if admin is not None:
+        click.echo("Created account 'admin' with this access key (the secret is shown only "
+                   "once; keep it safe):")
+        click.echo(f"  access key id:     {admin.access_key_id}")
+        click.echo(f"  secret access key: {admin.secret_access_key}")
+        click.echo(f"Make more with: silverlining accounts create NAME --data-dir {data_dir} "
+                   f"&& silverlining keys create NAME --data-dir {data_dir}")
+    click.echo(f"Silver Lining node: S3 endpoint http://{host}:{port} (region {region}, "
+               f"data in {data_dir})", err=False)
+    sys.stdout.flush()
+    _raise_fd_limit()
+    app = NodeApp(node)
+    config = uvicorn.Config(
+        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, server_header=False, log_level=log_level,
+        timeout_keep_alive=30, backlog=2048,
+    )
+    uvicorn.Server(config).run()
+
+
+def _raise_fd_limit() -> None:
+    # A multipart object's GET holds one open file per part until it is sent.
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+# --- accounts -------------------------------------------------------------------------------
+
+
+@click.group()
+def accounts() -> None:
+    """Manage the node's accounts (tenants). Works while the node runs."""
+
+
+def _account_json(a: Any) -> dict[str, Any]:
+    return {"name": a.name, "canonical_id": a.canonical_id, "created_at": a.created_at,
+            "quota_bytes": a.quota_bytes, "quota_objects": a.quota_objects,
+            "bytes_used": a.bytes_used, "objects_used": a.objects_used}
+
+
+@accounts.command("create")
+@click.argument("name")
+@data_dir_option
+@json_option
+def accounts_create(name: str, data_dir: Path, as_json: bool) -> None:
+    """Create account NAME."""
+    with open_node(data_dir, create=True) as node:
+        acct = node.accounts.create(name)
+    _emit(as_json, _account_json(acct), lambda: click.echo(
+        f"Created account {acct.name!r}. Give it a key: silverlining keys create {acct.name} "
+        f"--data-dir {data_dir}"))
+
+
+@accounts.command("list")
+@data_dir_option
+@json_option
+def accounts_list(data_dir: Path, as_json: bool) -> None:
+    """List accounts with their usage and quotas."""
+    with open_node(data_dir) as node:
+        items = node.accounts.all()
+
+    def human() -> None:
+        table = Table("name", "objects", "bytes", "quota (bytes)", "quota (objects)")
+        for a in items:
+            table.add_row(a.name, str(a.objects_used), str(a.bytes_used),
+                          _opt(a.quota_bytes), _opt(a.quota_objects))
+        Console().print(table)
+
+    _emit(as_json, [_account_json(a) for a in items], human)
+
+
+def _opt(v: int | None) -> str:
+    return "-" if v is None else str(v)
+
+
+@accounts.command("delete")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete every bucket and object it owns.")
+@data_dir_option
+@json_option
+def accounts_delete(name: str, purge: bool, data_dir: Path, as_json: bool) -> None:
+    """Delete account NAME and revoke its keys."""
+    with open_node(data_dir) as node:
+        freed = node.accounts.delete(name, purge=purge)
+    _emit(as_json, {"deleted": name, "blobs_freed": freed},
+          lambda: click.echo(f"Deleted account {name!r}."))
+
+
+@accounts.command("set-quota")
+@click.argument("name")
+@click.option("--max-bytes", type=click.IntRange(min=0), default=None,
+              help="Most bytes the account may store (omit for no limit).")
+@click.option("--max-objects", type=click.IntRange(min=0), default=None,
+              help="Most objects the account may store (omit for no limit).")
+@data_dir_option
+@json_option
+def accounts_set_quota(name: str, max_bytes: int | None, max_objects: int | None,
+                       data_dir: Path, as_json: bool) -> None:
+    """Set (or clear) account NAME's storage quotas. Writes beyond them get QuotaExceeded."""
+    with open_node(data_dir) as node:
+        acct = node.accounts.set_quota(name, max_bytes, max_objects)
+    _emit(as_json, _account_json(acct), lambda: click.echo(
+        f"Quota of {name!r}: bytes {_opt(acct.quota_bytes)}, objects {_opt(acct.quota_objects)}"))
+
+
+# --- keys -----------------------------------------------------------------------------------
+
+
+@click.group()
+def keys() -> None:
+    """Manage access keys. Works while the node runs; revocation is immediate."""
+
+
+@keys.command("create")
+@click.argument("account")
+@data_dir_option
+@json_option
+def keys_create(account: str, data_dir: Path, as_json: bool) -> None:
+    """Create an access key for ACCOUNT (the secret is shown only once)."""
+    with open_node(data_dir, create=True) as node:
+        key = node.accounts.create_key(account)
+
+    def human() -> None:
+        click.echo(f"Access key for {account!r} (the secret is shown only once):")
+        click.echo(f"  access key id:     {key.access_key_id}")
+        click.echo(f"  secret access key: {key.secret_access_key}")
+
+    _emit(as_json, {"access_key_id": key.access_key_id,
+                    "secret_access_key": key.secret_access_key, "account": account}, human)
+
+
+@keys.command("list")
+@click.argument("account")
+@data_dir_option
+@json_option
+def keys_list(account: str, data_dir: Path, as_json: bool) -> None:
+    """List ACCOUNT's access keys (ids only; secrets are never shown again)."""
+    with open_node(data_dir) as node:
+        items = node.accounts.list_keys(account)
+
+    def human() -> None:
+        table = Table("access key id", "status", "created")
+        for k in items:
+            table.add_row(k.access_key_id, "active" if k.active else "revoked",
+                          _when(k.created_at))
+        Console().print(table)
+
+    _emit(as_json, [{"access_key_id": k.access_key_id, "account": k.account_name,
+                     "created_at": k.created_at, "revoked_at": k.revoked_at,
+                     "status": "active" if k.active else "revoked"} for k in items], human)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@data_dir_option
+@json_option
+def keys_revoke(key_id: str, data_dir: Path, as_json: bool) -> None:
+    """Revoke access key KEY_ID; requests signed with it are refused from now on."""
+    with open_node(data_dir) as node:
+        key = node.accounts.revoke_key(key_id)
+    _emit(as_json, {"access_key_id": key.access_key_id, "status": "revoked"},
+          lambda: click.echo(f"Revoked {key.access_key_id}."))
+
+
+def _when(ts: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+

@@ -1,0 +1,213 @@
+"""Renders S3 operation results as wire responses, driven by botocore's S3 service model.
+
+Handlers return plain dicts keyed by the model's member names (``{"ETag": ..., "Metadata":
+{...}}``); this module alone decides which member is a header, which is XML and how each type
+is written. The same model is what boto3 parses our responses with, so they agree by
+construction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from xml.sax.saxutils import escape
+
+import botocore.session
+
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+XML_DECL = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+#: Root element of operations whose output is a bare structure (the model does not name it).
+_ROOTS = {
+    "ListBuckets": "ListAllMyBucketsResult",
+    "ListObjects": "ListBucketResult",
+    "ListObjectsV2": "ListBucketResult",
+    "GetBucketLocation": "LocationConstraint",
+    "DeleteObjects": "DeleteResult",
+    "GetObjectTagging": "Tagging",
+    "CreateMultipartUpload": "InitiateMultipartUploadResult",
+    "CompleteMultipartUpload": "CompleteMultipartUploadResult",
+    "ListParts": "ListPartsResult",
+    "ListMultipartUploads": "ListMultipartUploadsResult",
+    "GetBucketVersioning": "VersioningConfiguration",
+    "GetBucketAcl": "AccessControlPolicy",
+    "GetObjectAcl": "AccessControlPolicy",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _HeaderMember:
+    member: str
+    header: bytes
+    type_name: str
+    prefix: bool  # location "headers": a map rendered as prefix + key
+
+
+class _OperationPlan:
+    """What the model says about one operation's output, precomputed."""
+
+    def __init__(self, op_model: Any) -> None:
+        self.name: str = op_model.name
+        shape = op_model.output_shape
+        self.default_status = int(op_model.http.get("responseCode", 200))
+        self.headers: list[_HeaderMember] = []
+        self.status_member: str | None = None
+        self.body_members: list[tuple[str, Any]] = []
+        self.payload_member: str | None = None
+        self.payload_shape: Any = None
+        if shape is None:
+            return
+        payload = shape.serialization.get("payload")
+        for name, member in shape.members.items():
+            loc = member.serialization.get("location")
+            if loc == "header":
+                self.headers.append(_HeaderMember(
+                    name, member.serialization["name"].lower().encode(), member.type_name, False))
+            elif loc == "headers":
+                self.headers.append(_HeaderMember(
+                    name, member.serialization.get("name", "").lower().encode(),
+                    member.type_name, True))
+            elif loc == "statusCode":
+                self.status_member = name
+            elif name == payload:
+                self.payload_member, self.payload_shape = name, member
+            elif loc is None:
+                self.body_members.append((name, member))
+
+
+class S3Serializer:
+    def __init__(self) -> None:
+        model = botocore.session.get_session().get_service_model("s3")
+        self._plans = {op: _OperationPlan(model.operation_model(op))
+                       for op in model.operation_names}
+
+    def render(self, operation: str, result: Mapping[str, Any]) -> Rendered:
+        """Status, headers and (non-streaming) body for ``result``.
+
+        A streaming payload (GetObject's Body) is not rendered; the caller streams it.
+        """
+        plan = self._plans[operation]
+        status = plan.default_status
+        if plan.status_member and result.get(plan.status_member) is not None:
+            status = int(result[plan.status_member])
+        headers = self.headers(plan, result)
+        body = b""
+        if plan.payload_member is not None:
+            shape = plan.payload_shape
+            value = result.get(plan.payload_member)
+            if shape.type_name == "structure" and value is not None:
+                root = shape.serialization.get("name", shape.name)
+                body = XML_DECL + _element(root, shape, value, ns=True).encode()
+        elif plan.body_members:
+            body = XML_DECL + self._body(plan, result).encode()
+        if body:
+            headers.append((b"content-type", b"application/xml"))
+        return Rendered(status, headers, body)
+
+    def headers(self, plan: _OperationPlan, result: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+        out: list[tuple[bytes, bytes]] = []
+        for h in plan.headers:
+            value = result.get(h.member)
+            if value is None:
+                continue
+            if h.prefix:
+                for k, v in value.items():
+                    out.append((h.header + k.lower().encode(), _header_value(v)))
+            else:
+                out.append((h.header, _header_text(value, h.type_name)))
+        return out
+
+    def _body(self, plan: _OperationPlan, result: Mapping[str, Any]) -> str:
+        root = _ROOTS[plan.name]
+        if plan.name == "GetBucketLocation":
+            text = result.get("LocationConstraint") or ""
+            return f'<{root} xmlns="{S3_NS}">{escape(text)}</{root}>'
+        inner = "".join(
+            _member(name, member, result[name])
+            for name, member in plan.body_members
+            if result.get(name) is not None
+        )
+        return f'<{root} xmlns="{S3_NS}">{inner}</{root}>'
+
+
+def _header_value(v: str) -> bytes:
+    # Request headers are decoded as latin-1 (byte-transparent), so encoding back the same
+    # way returns exactly the bytes the client sent.
+    try:
+        return v.encode("latin-1")
+    except UnicodeEncodeError:
+        return v.encode("utf-8")
+
+
+def _header_text(value: Any, type_name: str) -> bytes:
+    if isinstance(value, str):
+        return _header_value(value)
+    if type_name == "timestamp":
+        return formatdate(_epoch(value), usegmt=True).encode()
+    if type_name == "boolean":
+        return b"true" if value else b"false"
+    return str(value).encode("utf-8")
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    return float(value)
+
+
+def iso8601(value: Any) -> str:
+    ts = dt.datetime.fromtimestamp(_epoch(value), dt.UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def _scalar(value: Any, type_name: str) -> str:
+    if type_name == "timestamp":
+        return iso8601(value)
+    if type_name == "boolean":
+        return "true" if value else "false"
+    return escape(str(value))
+
+
+def _member(name: str, shape: Any, value: Any) -> str:
+    """One member of a structure: its element(s), by its serialization name."""
+    tag = shape.serialization.get("name", name)
+    if shape.type_name == "list":
+        item_shape = shape.member
+        if shape.serialization.get("flattened"):
+            return "".join(_element(tag, item_shape, v) for v in value)
+        item_tag = item_shape.serialization.get("name", "member")
+        inner = "".join(_element(item_tag, item_shape, v) for v in value)
+        return f"<{tag}>{inner}</{tag}>"
+    return _element(tag, shape, value)
+
+
+def _element(tag: str, shape: Any, value: Any, *, ns: bool = False) -> str:
+    attrs = f' xmlns="{S3_NS}"' if ns else ""
+    if shape.type_name == "structure":
+        inner = "".join(
+            _member(n, m, value[n]) for n, m in shape.members.items()
+            if value.get(n) is not None and m.serialization.get("location") is None
+        )
+        return f"<{tag}{attrs}>{inner}</{tag}>"
+    if shape.type_name == "list":
+        return _member(tag, shape, value)
+    return f"<{tag}{attrs}>{_scalar(value, shape.type_name)}</{tag}>"
+
+
+def error_xml(code: str, message: str, resource: str, request_id: str,
+              extra: Mapping[str, str]) -> bytes:
+    parts = [f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message>"]
+    for k, v in extra.items():
+        parts.append(f"<{k}>{escape(str(v))}</{k}>")
+    parts.append(f"<Resource>{escape(resource)}</Resource><RequestId>{request_id}</RequestId>")
+    return XML_DECL + f"<Error>{''.join(parts)}</Error>".encode()

@@ -1,0 +1,202 @@
+"""Object bytes on the filesystem: immutable blob files, written temp -> fsync -> rename.
+
+Contract:
+- A blob is written to ``tmp/`` and becomes visible under ``blobs/`` only by an atomic
+  rename after its bytes are fsynced (and, when ``durable``, the directory too). After
+  :meth:`BlobWriter.commit` returns, the blob survives a crash.
+- A blob is never modified after commit. An overwrite of an object writes a new blob and
+  deletes the old one once the metadata points at the new one; readers that already opened
+  the old file keep reading it (POSIX unlink semantics), so they never see a mix.
+- Nothing outside ``root`` is ever touched: blob ids are generated here (hex), never taken
+  from a request.
+- :meth:`BlobStore.sweep` deletes temp files and blobs that no metadata row references
+  (left by a crash between rename and commit, or between commit and delete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1024 * 1024
+
+
+def new_blob_id() -> str:
+    return secrets.token_hex(16)
+
+
+def _valid_id(blob_id: str) -> bool:
+    return len(blob_id) == 32 and all(c in "0123456789abcdef" for c in blob_id)
+
+
+class BlobStore:
+    def __init__(self, root: Path, *, durable: bool = True) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.tmp = root / "tmp"
+        self.durable = durable
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, blob_id: str) -> Path:
+        if not _valid_id(blob_id):
+            raise ValueError(f"invalid blob id {blob_id!r}")
+        return self.blobs / blob_id[:2] / blob_id[2:4] / blob_id
+
+    def writer(self) -> BlobWriter:
+        return BlobWriter(self, new_blob_id())
+
+    def open(self, blob_id: str) -> BinaryIO:
+        """Open a committed blob for reading. Raises FileNotFoundError if it is gone."""
+        return open(self.path(blob_id), "rb", buffering=0)
+
+    def delete(self, blob_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(blob_id))
+
+    def delete_many(self, blob_ids: Iterable[str]) -> None:
+        for blob_id in blob_ids:
+            self.delete(blob_id)
+
+    def link_copy(self, blob_id: str) -> str:
+        """A new blob with the same bytes, sharing storage (a hard link; blobs are immutable)."""
+        new_id = new_blob_id()
+        dest = self.path(new_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.path(blob_id), dest)
+        except OSError:
+            # Filesystems without hard links: copy the bytes durably instead.
+            writer = BlobWriter(self, new_id)
+            with self.open(blob_id) as src:
+                while chunk := src.read(CHUNK):
+                    writer.write(chunk)
+            writer.commit()
+            return new_id
+        if self.durable:
+            _fsync_dir(dest.parent)
+        return new_id
+
+    def sweep(self, referenced: Callable[[], set[str]], older_than: float) -> tuple[int, int]:
+        """Delete temp files and unreferenced blobs last modified before ``older_than``.
+
+        Returns (files removed, bytes freed). ``referenced`` is called after the directory
+        scan so a blob committed during the scan is never mistaken for an orphan.
+        """
+        removed = freed = 0
+        for entry in list(os.scandir(self.tmp)):
+            try:
+                st = entry.stat()
+                if st.st_mtime < older_than:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+                    removed += 1
+                    freed += st.st_size
+            except FileNotFoundError:
+                continue
+        candidates: list[tuple[str, str, int]] = []
+        for top in os.scandir(self.blobs):
+            if not top.is_dir(follow_symlinks=False):
+                continue
+            for mid in os.scandir(top.path):
+                if not mid.is_dir(follow_symlinks=False):
+                    continue
+                for entry in os.scandir(mid.path):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if st.st_mtime < older_than:
+                        candidates.append((entry.name, entry.path, st.st_size))
+        if not candidates:
+            return removed, freed
+        live = referenced()
+        for name, path, size in candidates:
+            if name not in live:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                freed += size
+        return removed, freed
+
+    def disk_usage(self) -> int:
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                try:
+                    total += os.stat(os.path.join(dirpath, name)).st_size
+                except FileNotFoundError:
+                    continue
+        return total
+
+
+class BlobWriter:
+    """Writes one blob. ``write`` appends; ``commit`` makes it durable and visible; ``discard``
+    removes it. Not thread-safe; one writer per upload."""
+
+    def __init__(self, store: BlobStore, blob_id: str) -> None:
+        self.store = store
+        self.blob_id = blob_id
+        self.size = 0
+        self._tmp_path = store.tmp / f"{blob_id}.{os.getpid()}.{time.monotonic_ns()}"
+        self._fd: int | None = os.open(
+            self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+        )
+        self._done = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._fd is not None, "write after commit/discard"
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self.size += n
+
+    def commit(self) -> str:
+        """fsync, rename into place; afterwards the blob survives a crash. Returns its id."""
+        assert self._fd is not None
+        fd, self._fd = self._fd, None
+        try:
+            if self.store.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        dest = self.store.path(self.blob_id)
+        try:
+            os.rename(self._tmp_path, dest)
+        except FileNotFoundError:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self._tmp_path, dest)
+        if self.store.durable:
+            _fsync_dir(dest.parent)
+        self._done = True
+        return self.blob_id
+
+    def discard(self) -> None:
+        if self._done:
+            self.store.delete(self.blob_id)
+            return
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp_path)
+        self._done = True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,428 @@
+"""Buckets, objects and multipart uploads in the metadata database.
+
+Every method is one transaction: when it returns, the change is committed (durable, since
+SQLite runs with ``synchronous=FULL``); when it raises, nothing changed. Methods that replace
+or remove objects return the blob ids that are no longer referenced, for the caller to delete
+*after* the commit (so a crash in between leaves an orphan for the sweep, never a dangling
+reference).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from silverlining.node import errors
+from silverlining.node.domain.model import (
+    Bucket,
+    ListEntry,
+    ObjectRecord,
+    Part,
+    Segment,
+    Upload,
+)
+from silverlining.node.store import schema as t
+from silverlining.node.store.db import Database
+
+O = t.objects.c  # noqa: E741 - column namespace shorthand
+U = t.uploads.c
+P = t.parts.c
+
+
+def _record(row: Row[Any]) -> ObjectRecord:
+    return ObjectRecord(
+        bucket=row.bucket,
+        key=row.key,
+        size=row.size,
+        etag=row.etag,
+        last_modified=row.last_modified,
+        segments=tuple(Segment(b, s) for b, s in row.segments),
+        headers=row.headers,
+        checksums=row.checksums,
+        tags=row.tags,
+        parts_count=row.parts_count,
+    )
+
+
+def _upload(row: Row[Any]) -> Upload:
+    return Upload(
+        upload_id=row.upload_id,
+        bucket=row.bucket,
+        key=row.key,
+        account_id=row.account_id,
+        initiated=row.initiated,
+        headers=row.headers,
+        tags=row.tags,
+        checksum_algorithm=row.checksum_algorithm,
+        checksum_type=row.checksum_type,
+    )
+
+
+def _part(row: Row[Any]) -> Part:
+    return Part(row.part_number, row.blob_id, row.size, row.etag, row.last_modified, row.checksums)
+
+
+def _values(rec: ObjectRecord) -> dict[str, Any]:
+    return {
+        "bucket": rec.bucket,
+        "key": rec.key,
+        "size": rec.size,
+        "etag": rec.etag,
+        "last_modified": rec.last_modified,
+        "segments": [[s.blob_id, s.size] for s in rec.segments],
+        "headers": rec.headers,
+        "checksums": rec.checksums,
+        "tags": rec.tags,
+        "parts_count": rec.parts_count,
+    }
+
+
+class ObjectRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._get_object = select(t.objects).where(
+            and_(O.bucket == bindparam("b"), O.key == bindparam("k"))
+        )
+        self._get_bucket = select(t.buckets).where(t.buckets.c.name == bindparam("b"))
+
+    # buckets --------------------------------------------------------------------------
+    def create_bucket(self, name: str, account_id: int, region: str) -> Bucket:
+        now = time.time()
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    insert(t.buckets).values(
+                        name=name, account_id=account_id, region=region, created_at=now
+                    )
+                )
+        except IntegrityError:
+            existing = self.get_bucket(name)
+            if existing is not None and existing.account_id == account_id:
+                raise errors.BucketAlreadyOwnedByYou(BucketName=name) from None
+            raise errors.BucketAlreadyExists(BucketName=name) from None
+        return Bucket(name, account_id, region, now)
+
+    def get_bucket(self, name: str) -> Bucket | None:
+        with self.db.read() as conn:
+            row = conn.execute(self._get_bucket, {"b": name}).first()
+        return None if row is None else Bucket(row.name, row.account_id, row.region, row.created_at)
+
+    def list_buckets(self, account_id: int) -> list[Bucket]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(t.buckets)
+                .where(t.buckets.c.account_id == account_id)
+                .order_by(t.buckets.c.name)
+            ).all()
+        return [Bucket(r.name, r.account_id, r.region, r.created_at) for r in rows]
+
+    def delete_bucket(self, name: str) -> list[str]:
+        """Delete an empty bucket, aborting its in-progress uploads; returns their blob ids."""
+        with self.db.write() as conn:
+            if conn.execute(select(O.key).where(O.bucket == name).limit(1)).first():
+                raise errors.BucketNotEmpty(BucketName=name)
+            upload_ids = [
+                r.upload_id
+                for r in conn.execute(select(U.upload_id).where(U.bucket == name)).all()
+            ]
+            blobs = self._drop_uploads(conn, upload_ids)
+            res = conn.execute(delete(t.buckets).where(t.buckets.c.name == name))
+            if res.rowcount == 0:
+                raise errors.NoSuchBucket(BucketName=name)
+        return blobs
+
+    def purge_account(self, account_id: int) -> list[str]:
+        """Delete every bucket, object and upload of an account; returns the freed blob ids."""
+        blobs: list[str] = []
+        with self.db.write() as conn:
+            names = [
+                r.name
+                for r in conn.execute(
+                    select(t.buckets.c.name).where(t.buckets.c.account_id == account_id)
+                ).all()
+            ]
+            for name in names:
+                for r in conn.execute(select(O.segments).where(O.bucket == name)).all():
+                    blobs.extend(b for b, _ in r.segments)
+                conn.execute(delete(t.objects).where(O.bucket == name))
+                upload_ids = [
+                    r.upload_id
+                    for r in conn.execute(select(U.upload_id).where(U.bucket == name)).all()
+                ]
+                blobs.extend(self._drop_uploads(conn, upload_ids))
+            conn.execute(delete(t.buckets).where(t.buckets.c.account_id == account_id))
+            conn.execute(
+                update(t.accounts)
+                .where(t.accounts.c.id == account_id)
+                .values(bytes_used=0, objects_used=0)
+            )
+        return blobs
+
+    # objects --------------------------------------------------------------------------
+    def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
+        with self.db.read() as conn:
+            row = conn.execute(self._get_object, {"b": bucket, "k": key}).first()
+        return None if row is None else _record(row)
+
+    def put_object(
+        self,
+        owner_id: int,
+        rec: ObjectRecord,
+        precondition: Callable[[ObjectRecord | None], None] | None = None,
+    ) -> ObjectRecord | None:
+        """Create or replace ``rec``; returns the replaced object, if any.
+
+        ``precondition`` sees the current object inside the transaction and may raise to
+        refuse the write (conditional writes). Raises NoSuchBucket if the bucket vanished,
+        QuotaExceeded if the owner's quota would be exceeded; nothing is written then.
+        """
+        with self.db.write() as conn:
+            self._require_bucket(conn, rec.bucket)
+            old = self._put(conn, owner_id, rec, precondition)
+        return old
+
+    def _put(
+        self,
+        conn: Connection,
+        owner_id: int,
+        rec: ObjectRecord,
+        precondition: Callable[[ObjectRecord | None], None] | None = None,
+    ) -> ObjectRecord | None:
+        row = conn.execute(self._get_object, {"b": rec.bucket, "k": rec.key}).first()
+        old = None if row is None else _record(row)
+        if precondition is not None:
+            precondition(old)
+        d_bytes = rec.size - (old.size if old else 0)
+        d_objects = 0 if old else 1
+        self._charge(conn, owner_id, d_bytes, d_objects)
+        if old is None:
+            conn.execute(insert(t.objects).values(**_values(rec)))
+        else:
+            conn.execute(
+                update(t.objects)
+                .where(and_(O.bucket == rec.bucket, O.key == rec.key))
+                .values(**_values(rec))
+            )
+        return old
+
+    def set_tags(self, bucket: str, key: str, tags: dict[str, str]) -> bool:
+        with self.db.write() as conn:
+            res = conn.execute(
+                update(t.objects)
+                .where(and_(O.bucket == bucket, O.key == key))
+                .values(tags=tags)
+            )
+        return bool(res.rowcount)
+
+    def delete_objects(self, owner_id: int, bucket: str, keys: Sequence[str]) -> list[ObjectRecord]:
+        """Delete the keys that exist; returns the deleted records (in one transaction)."""
+        deleted: list[ObjectRecord] = []
+        with self.db.write() as conn:
+            for key in keys:
+                row = conn.execute(self._get_object, {"b": bucket, "k": key}).first()
+                if row is None:
+                    continue
+                rec = _record(row)
+                conn.execute(delete(t.objects).where(and_(O.bucket == bucket, O.key == key)))
+                deleted.append(rec)
+            if deleted:
+                self._charge(conn, owner_id, -sum(r.size for r in deleted), -len(deleted))
+        return deleted
+
+    def scan(self, bucket: str, start: str, inclusive: bool, limit: int) -> list[ListEntry]:
+        """Up to ``limit`` objects with key > start (>= when inclusive), in byte order."""
+        cond = O.key >= start if inclusive else O.key > start
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(O.key, O.size, O.etag, O.last_modified)
+                .where(and_(O.bucket == bucket, cond))
+                .order_by(O.key)
+                .limit(limit)
+            ).all()
+        return [ListEntry(r.key, r.size, r.etag, r.last_modified) for r in rows]
+
+    # multipart ------------------------------------------------------------------------
+    def create_upload(self, up: Upload) -> None:
+        with self.db.write() as conn:
+            self._require_bucket(conn, up.bucket)
+            conn.execute(
+                insert(t.uploads).values(
+                    upload_id=up.upload_id,
+                    bucket=up.bucket,
+                    key=up.key,
+                    account_id=up.account_id,
+                    initiated=up.initiated,
+                    headers=up.headers,
+                    tags=up.tags,
+                    checksum_algorithm=up.checksum_algorithm,
+                    checksum_type=up.checksum_type,
+                )
+            )
+
+    def get_upload(self, upload_id: str) -> Upload | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(t.uploads).where(U.upload_id == upload_id)).first()
+        return None if row is None else _upload(row)
+
+    def put_part(self, upload_id: str, part: Part) -> str | None:
+        """Record a part (replacing one with the same number); returns the replaced blob id.
+
+        Raises NoSuchUpload if the upload was completed or aborted meanwhile.
+        """
+        with self.db.write() as conn:
+            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
+                raise errors.NoSuchUpload(UploadId=upload_id)
+            old = conn.execute(
+                select(P.blob_id).where(
+                    and_(P.upload_id == upload_id, P.part_number == part.part_number)
+                )
+            ).first()
+            values = {
+                "blob_id": part.blob_id,
+                "size": part.size,
+                "etag": part.etag,
+                "last_modified": part.last_modified,
+                "checksums": part.checksums,
+            }
+            if old is None:
+                conn.execute(
+                    insert(t.parts).values(
+                        upload_id=upload_id, part_number=part.part_number, **values
+                    )
+                )
+            else:
+                conn.execute(
+                    update(t.parts)
+                    .where(and_(P.upload_id == upload_id, P.part_number == part.part_number))
+                    .values(**values)
+                )
+        return None if old is None else str(old.blob_id)
+
+    def list_parts(self, upload_id: str, after: int = 0, limit: int | None = None) -> list[Part]:
+        stmt = (
+            select(t.parts)
+            .where(and_(P.upload_id == upload_id, P.part_number > after))
+            .order_by(P.part_number)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.db.read() as conn:
+            return [_part(r) for r in conn.execute(stmt).all()]
+
+    def complete_upload(
+        self,
+        owner_id: int,
+        upload_id: str,
+        rec: ObjectRecord,
+        precondition: Callable[[ObjectRecord | None], None] | None = None,
+    ) -> tuple[ObjectRecord | None, list[str]]:
+        """Atomically: the object ``rec`` (made of some of the parts) replaces any existing
+        one, the upload and its parts are gone. Returns (replaced object, unused part blobs)."""
+        used = {s.blob_id for s in rec.segments}
+        with self.db.write() as conn:
+            self._require_bucket(conn, rec.bucket)
+            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
+                raise errors.NoSuchUpload(UploadId=upload_id)
+            old = self._put(conn, owner_id, rec, precondition)
+            unused = [
+                r.blob_id
+                for r in conn.execute(select(P.blob_id).where(P.upload_id == upload_id)).all()
+                if r.blob_id not in used
+            ]
+            conn.execute(delete(t.parts).where(P.upload_id == upload_id))
+            conn.execute(delete(t.uploads).where(U.upload_id == upload_id))
+        return old, unused
+
+    def abort_upload(self, upload_id: str) -> list[str]:
+        with self.db.write() as conn:
+            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
+                raise errors.NoSuchUpload(UploadId=upload_id)
+            return self._drop_uploads(conn, [upload_id])
+
+    def list_uploads(
+        self,
+        bucket: str,
+        key_marker: str,
+        upload_id_marker: str,
+        limit: int,
+        *,
+        inclusive: bool = False,
+    ) -> list[Upload]:
+        """Uploads ordered by (key, upload id) after the markers (key >= marker if inclusive)."""
+        if inclusive:
+            cond = U.key >= key_marker
+        elif upload_id_marker:
+            cond = (U.key > key_marker) | and_(U.key == key_marker, U.upload_id > upload_id_marker)
+        else:
+            cond = U.key > key_marker
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(t.uploads)
+                .where(and_(U.bucket == bucket, cond))
+                .order_by(U.key, U.upload_id)
+                .limit(limit)
+            ).all()
+        return [_upload(r) for r in rows]
+
+    # housekeeping ---------------------------------------------------------------------
+    def referenced_blobs(self) -> set[str]:
+        live: set[str] = set()
+        with self.db.read() as conn:
+            for r in conn.execute(select(O.segments)):
+                live.update(b for b, _ in r.segments)
+            for r in conn.execute(select(P.blob_id)):
+                live.add(r.blob_id)
+        return live
+
+    # helpers --------------------------------------------------------------------------
+    def _require_bucket(self, conn: Connection, bucket: str) -> None:
+        if conn.execute(self._get_bucket, {"b": bucket}).first() is None:
+            raise errors.NoSuchBucket(BucketName=bucket)
+
+    def _charge(self, conn: Connection, owner_id: int, d_bytes: int, d_objects: int) -> None:
+        acct = conn.execute(
+            select(
+                t.accounts.c.quota_bytes,
+                t.accounts.c.quota_objects,
+                t.accounts.c.bytes_used,
+                t.accounts.c.objects_used,
+            ).where(t.accounts.c.id == owner_id)
+        ).one()
+        quota_bytes = acct.quota_bytes
+        if d_bytes > 0 and quota_bytes is not None and acct.bytes_used + d_bytes > quota_bytes:
+            raise errors.QuotaExceeded(
+                f"This write needs {d_bytes} more bytes; the account uses {acct.bytes_used} of "
+                f"its {acct.quota_bytes}-byte quota."
+            )
+        if (
+            d_objects > 0
+            and acct.quota_objects is not None
+            and acct.objects_used + d_objects > acct.quota_objects
+        ):
+            raise errors.QuotaExceeded(
+                f"The account already holds {acct.objects_used} of its "
+                f"{acct.quota_objects}-object quota."
+            )
+        if d_bytes or d_objects:
+            conn.execute(
+                update(t.accounts)
+                .where(t.accounts.c.id == owner_id)
+                .values(
+                    bytes_used=t.accounts.c.bytes_used + d_bytes,
+                    objects_used=t.accounts.c.objects_used + d_objects,
+                )
+            )
+
+    def _drop_uploads(self, conn: Connection, upload_ids: Iterable[str]) -> list[str]:
+        blobs: list[str] = []
+        for uid in upload_ids:
+            blobs.extend(
+                r.blob_id for r in conn.execute(select(P.blob_id).where(P.upload_id == uid)).all()
+            )
+            conn.execute(delete(t.parts).where(P.upload_id == uid))
+            conn.execute(delete(t.uploads).where(U.upload_id == uid))
+        return blobs
