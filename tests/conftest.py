@@ -94,7 +94,9 @@ class NodeProcess:
 
     def new_credentials(self, account_name: str) -> tuple[str, str]:
         """Create an account (if needed) and a key for it: (access key id, secret)."""
-        accounts = {a["name"] for a in cli("accounts", "list", data_dir=self.data_dir)}
+        accounts: set[str] = set()
+        if (self.data_dir / "meta.db").exists():
+            accounts = {a["name"] for a in cli("accounts", "list", data_dir=self.data_dir)}
         if account_name not in accounts:
             cli("accounts", "create", account_name, data_dir=self.data_dir)
         key = cli("keys", "create", account_name, data_dir=self.data_dir)

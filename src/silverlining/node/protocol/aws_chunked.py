@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import NoReturn
 
 from silverlining.node.errors import (
     IncompleteBody,
@@ -159,6 +160,8 @@ class AwsChunkedDecoder:
             self._line += view[position : newline + 1]
             position = newline + 1
             if len(self._line) < 2 or self._line[-2] != 0x0D:  # "\r"
+                if self._state == _DATA_END:
+                    self._line_too_long()
                 raise InvalidRequest(
                     "Malformed aws-chunked body: a line is not terminated by CRLF."
                 )
@@ -179,11 +182,11 @@ class AwsChunkedDecoder:
             return _MAX_TRAILER_SECTION - self._trailer_bytes
         return _MAX_CHUNK_HEADER
 
-    def _line_too_long(self) -> None:
+    def _line_too_long(self) -> NoReturn:
         if self._state == _DATA_END:
             raise InvalidRequest(
-                "Malformed aws-chunked body: chunk data is longer than its declared size "
-                "(expected CRLF after the chunk's data)."
+                "Malformed aws-chunked body: chunk data is not followed by CRLF; the chunk is "
+                "longer or shorter than its declared size."
             )
         if self._state == _TRAILER:
             raise InvalidRequest(

@@ -103,10 +103,15 @@ class RequestBody:
         self.trailers: dict[str, str] = {}
         self._consumed = False
         cl = headers.get("content-length")
+        self.wire_length: int | None
         if cl is None:
-            if "transfer-encoding" in headers:
+            if "transfer-encoding" not in headers:
+                self.wire_length = 0
+            elif auth.streaming:
+                # boto3 over TLS: HTTP chunked around an aws-chunked body, no Content-Length.
+                self.wire_length = None
+            else:
                 raise errors.MissingContentLength()
-            self.wire_length = 0
         else:
             try:
                 self.wire_length = int(cl)
@@ -120,16 +125,20 @@ class RequestBody:
         self.length: int | None = self.wire_length
         if auth.streaming:
             dcl = headers.get("x-amz-decoded-content-length")
-            if dcl is None or not dcl.isdigit():
+            if dcl is None and self.wire_length is not None:
                 raise errors.MissingContentLength(
                     "aws-chunked uploads must declare x-amz-decoded-content-length."
                 )
-            self.length = int(dcl)
+            if dcl is not None and not dcl.isdigit():
+                raise errors.InvalidArgument("x-amz-decoded-content-length is not a number",
+                                             ArgumentName="x-amz-decoded-content-length")
+            self.length = int(dcl) if dcl is not None else None
             self._decoder = AwsChunkedDecoder(auth.chunk_signing, trailer=auth.expects_trailer)
 
     async def _wire(self) -> AsyncIterator[bytes]:
         received = 0
-        more = self.wire_length > 0
+        limit = self.wire_length
+        more = limit is None or limit > 0
         while more:
             message = await self._receive()
             if message["type"] == "http.disconnect":
@@ -137,11 +146,11 @@ class RequestBody:
             chunk: bytes = message.get("body", b"")
             more = message.get("more_body", False)
             received += len(chunk)
-            if received > self.wire_length:
+            if limit is not None and received > limit:
                 raise errors.IncompleteBody("The body is longer than its Content-Length.")
             if chunk:
                 yield chunk
-        if received < self.wire_length:
+        if limit is not None and received < limit:
             raise errors.IncompleteBody()
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -162,7 +171,7 @@ class RequestBody:
                 yield data
         if decoder is not None:
             self.trailers = decoder.finish()
-            if total != self.length:
+            if self.length is not None and total != self.length:
                 raise errors.IncompleteBody(
                     "The decoded body does not match x-amz-decoded-content-length."
                 )

@@ -23,6 +23,7 @@ from silverlining.node.protocol.s3.body import ClientDisconnected, RequestBody
 from silverlining.node.protocol.s3.handlers import buckets, multipart, objects
 from silverlining.node.protocol.s3.request import Response, S3Request
 from silverlining.node.protocol.s3.serializer import S3Serializer, error_xml
+from silverlining.node.protocol.sigv2 import V2Verifier, is_sigv2
 from silverlining.node.protocol.sigv4 import Verifier
 from silverlining.node.runtime import Node
 
@@ -78,6 +79,7 @@ class S3Front:
         self.executor = executor
         self.serializer = S3Serializer()
         self.verifier = Verifier(self._secret_for)
+        self.v2_verifier = V2Verifier(self._secret_for)
         self._base_domains = tuple("." + d.lower() for d in node.config.base_domains)
         # Filled by _secret_for during authenticate(); read right after, on the same task.
         self._last_account: Account | None = None
@@ -90,8 +92,8 @@ class S3Front:
         self._last_account, secret = found
         return secret
 
-    def address(self, raw_path: bytes, host: str) -> tuple[str, str]:
-        """(bucket, key) from virtual-hosted-style or path-style addressing."""
+    def address(self, raw_path: bytes, host: str) -> tuple[str, str, bool]:
+        """(bucket, key, virtual host?) from virtual-hosted-style or path-style addressing."""
         try:
             path = urllib.parse.unquote_to_bytes(raw_path).decode("utf-8")
         except UnicodeDecodeError:
@@ -99,9 +101,9 @@ class S3Front:
         host = host.rsplit(":", 1)[0].lower() if not host.startswith("[") else host
         for suffix in self._base_domains:
             if host.endswith(suffix) and len(host) > len(suffix):
-                return host[: -len(suffix)], path[1:]
+                return host[: -len(suffix)], path[1:], True
         bucket, _, key = path[1:].partition("/")
-        return bucket, key
+        return bucket, key, False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -119,10 +121,14 @@ class S3Front:
         body: RequestBody | None = None
         account_name = "-"
         try:
-            bucket, key = self.address(raw_path, headers.get("host", ""))
+            bucket, key, vhost = self.address(raw_path, headers.get("host", ""))
             resource = "/" + bucket + ("/" + key if key else "") if bucket else "/"
             self._last_account = None
-            auth = self.verifier.authenticate(method, raw_path, query_string, raw_headers)
+            if is_sigv2(headers, query_string):
+                auth = self.v2_verifier.authenticate(method, raw_path, query_string, headers,
+                                                     bucket, vhost)
+            else:
+                auth = self.verifier.authenticate(method, raw_path, query_string, raw_headers)
             account = self._last_account
             if account is None:  # pragma: no cover - the verifier only succeeds via lookup
                 raise errors.InvalidAccessKeyId()
