@@ -22,6 +22,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
+
 from tests.conftest import cli
 from tests.node.s3util import error_of
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+
 from tests.node.s3util import error_of
 
 

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+
 from tests.node.s3util import error_of
 
 KEYS = ["a", "a/b", "a/b/c", "a/c", "b", "b/x", "c d", "z/\u00e9", "z/\u0100", "z/\U0001f600",

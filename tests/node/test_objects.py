@@ -10,6 +10,7 @@ import zlib
 from typing import Any
 
 import pytest
+
 from tests.node.s3util import error_of
 
 

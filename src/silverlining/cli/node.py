@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from silverlining.node import faults
 from silverlining.node.domain.accounts import AccountError
 from silverlining.node.runtime import Node, NodeConfig
 
@@ -111,6 +112,7 @@ def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple
     sys.stdout.flush()
     _raise_fd_limit()
     app = NodeApp(node)
+    faults.arm()
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
         access_log=False, server_header=False, log_level=log_level,

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
+from silverlining.node.faults import crashpoint
+
 CHUNK = 1024 * 1024
 
 
@@ -59,6 +61,7 @@ class BlobStore:
     def delete(self, blob_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(blob_id))
+        crashpoint("blob.deleted")
 
     def delete_many(self, blob_ids: Iterable[str]) -> None:
         for blob_id in blob_ids:
@@ -81,6 +84,7 @@ class BlobStore:
             return new_id
         if self.durable:
             _fsync_dir(dest.parent)
+        crashpoint("blob.linked")
         return new_id
 
     def sweep(self, referenced: Callable[[], set[str]], older_than: float) -> tuple[int, int]:
@@ -161,6 +165,7 @@ class BlobWriter:
             n = os.write(self._fd, view)
             view = view[n:]
             self.size += n
+        crashpoint("blob.written")
 
     def commit(self) -> str:
         """fsync, rename into place; afterwards the blob survives a crash. Returns its id."""
@@ -171,14 +176,17 @@ class BlobWriter:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        crashpoint("blob.fsynced")
         dest = self.store.path(self.blob_id)
         try:
             os.rename(self._tmp_path, dest)
         except FileNotFoundError:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(self._tmp_path, dest)
+        crashpoint("blob.renamed")
         if self.store.durable:
             _fsync_dir(dest.parent)
+        crashpoint("blob.dir_synced")
         self._done = True
         return self.blob_id
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import QueuePool
 
+from silverlining.node.faults import crashpoint
 from silverlining.node.store.schema import metadata
 
 SCHEMA_VERSION = 1
@@ -64,8 +65,11 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A transaction: committed when the block exits normally, rolled back on error."""
-        with self.engine.begin() as conn:
-            yield conn
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+                crashpoint("meta.before_commit")
+            crashpoint("meta.committed")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
