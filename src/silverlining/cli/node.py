@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from silverlining.node import faults
 from silverlining.node.domain.accounts import AccountError
+from silverlining.node.domain.limits import Limits
 from silverlining.node.runtime import Node, NodeConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,8 +81,15 @@ def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--access-log/--no-access-log", default=True, show_default=True,
               help="Log one line per request (never query strings or secrets).")
+@click.option("--max-object-size", type=click.IntRange(min=1), default=None,
+              help="Largest object in bytes (default 5 TiB, S3's limit).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1), default=20.0,
+              show_default=True, help="Seconds a client may take to send request headers.")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0,
+              show_default=True, help="Seconds a request body may stall before it fails.")
 def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple[str, ...],
-          database_url: str | None, log_level: str, access_log: bool) -> None:
+          database_url: str | None, log_level: str, access_log: bool,
+          max_object_size: int | None, header_timeout: float, body_timeout: float) -> None:
     """Run a provider node: S3 on one HTTP port, on the embedded default storage."""
     import uvicorn
 
@@ -91,8 +100,14 @@ def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple
     if not access_log:
         logging.getLogger("silverlining.access").setLevel(logging.WARNING)
     try:
+        limits = Limits()
+        if max_object_size is not None:
+            limits = replace(limits, max_object_size=max_object_size,
+                             max_put_size=min(limits.max_put_size, max_object_size),
+                             max_part_size=min(limits.max_part_size, max_object_size))
         node = Node(NodeConfig(data_dir=data_dir, region=region, base_domains=base_domains,
-                               database_url=database_url))
+                               database_url=database_url, limits=limits,
+                               header_timeout=header_timeout, body_timeout=body_timeout))
     except Exception as exc:  # a clear message, not a traceback
         raise click.ClickException(f"cannot open node data in {data_dir}: {exc}") from None
     removed, freed = node.sweep()
@@ -111,10 +126,13 @@ def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple
                f"data in {data_dir})", err=False)
     sys.stdout.flush()
     _raise_fd_limit()
+    from silverlining.node.protocol.http import S3HttpProtocol
+
     app = NodeApp(node)
     faults.arm()
     config = uvicorn.Config(
-        app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        app, host=host, port=port, loop="uvloop",
+        http=S3HttpProtocol.with_timeout(header_timeout), lifespan="on",
         access_log=False, server_header=False, log_level=log_level,
         timeout_keep_alive=30, backlog=2048,
     )

@@ -27,6 +27,10 @@ class NodeConfig:
     database_url: str | None = None
     durable: bool = True
     limits: Limits = field(default_factory=Limits)
+    #: Seconds a client may take to send a request's line and headers (slow-loris guard).
+    header_timeout: float = 20.0
+    #: Seconds a request body may stall between two pieces before the request fails.
+    body_timeout: float = 30.0
 
 
 class Node:

@@ -7,6 +7,7 @@ reads small XML bodies whole, up to a limit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -97,8 +98,10 @@ def _check_b64(alg: str, value: str) -> None:
 class RequestBody:
     """The payload of one request, as the client meant it (aws-chunked framing removed)."""
 
-    def __init__(self, receive: Receive, headers: dict[str, str], auth: Authenticated) -> None:
+    def __init__(self, receive: Receive, headers: dict[str, str], auth: Authenticated,
+                 *, idle_timeout: float = 30.0) -> None:
         self._receive = receive
+        self._idle_timeout = idle_timeout
         self.auth = auth
         self.trailers: dict[str, str] = {}
         self._consumed = False
@@ -140,7 +143,10 @@ class RequestBody:
         limit = self.wire_length
         more = limit is None or limit > 0
         while more:
-            message = await self._receive()
+            try:
+                message = await asyncio.wait_for(self._receive(), self._idle_timeout)
+            except TimeoutError:
+                raise errors.RequestTimeout() from None
             if message["type"] == "http.disconnect":
                 raise ClientDisconnected()
             chunk: bytes = message.get("body", b"")

@@ -65,7 +65,7 @@ HANDLERS: dict[str, Handler] = {
 
 #: Bodies up to this size are read and dropped after an error, so the connection stays
 #: usable; beyond it the connection is closed instead.
-_DRAIN_LIMIT = 1024 * 1024
+_DRAIN_LIMIT = 16 * 1024 * 1024
 _STREAM_CHUNK = 1024 * 1024
 
 
@@ -141,12 +141,16 @@ class S3Front:
             except (UnicodeDecodeError, ValueError):
                 raise errors.InvalidURI("The query string is not valid.") from None
             op = router.operation(method, bucket, key, query, headers)
+            if method not in router.METHODS or (op is None and not bucket):
+                raise errors.MethodNotAllowed(Method=method, ResourceType="SERVICE"
+                                              if not bucket else "OBJECT")
             if op is None:
                 raise errors.NotImplementedYet(
                     f"{method} {resource} with these parameters is not implemented by this "
                     "node."
                 )
-            body = RequestBody(receive, headers, auth)
+            body = RequestBody(receive, headers, auth,
+                               idle_timeout=self.node.config.body_timeout)
             req = S3Request(self.node, self.serializer, self.executor, method, bucket, key,
                             query, headers, account, auth, body, request_id)
             response = await HANDLERS[op](req)
@@ -183,7 +187,9 @@ class S3Front:
         # Leave the connection usable only if the unread body is small enough to drop.
         declared = headers.get("content-length", "0")
         remaining = int(declared) if declared.isdigit() else 0
-        if body is not None and remaining <= _DRAIN_LIMIT:
+        if isinstance(exc, errors.RequestTimeout):
+            out.append((b"connection", b"close"))
+        elif body is not None and remaining <= _DRAIN_LIMIT:
             try:
                 await body.drain()
             except (errors.S3Error, ClientDisconnected):

@@ -19,9 +19,13 @@ _UNSUPPORTED_OBJECT = frozenset({
 })
 
 
+METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "HEAD"})
+
+
 def operation(method: str, bucket: str, key: str, query: dict[str, str],
               headers: dict[str, str]) -> str | None:
-    """The operation name (as in botocore's model), or None if it is not one we serve."""
+    """The operation name (as in botocore's model), or None if it is not one we serve.
+    The caller answers 405 for a method S3 does not have at all (see METHODS)."""
     if not bucket:
         return "ListBuckets" if method == "GET" else None
     if not key:

@@ -9,11 +9,12 @@ construction.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape as _sax_escape
 
 import botocore.session
 
@@ -36,6 +37,25 @@ _ROOTS = {
     "GetBucketAcl": "AccessControlPolicy",
     "GetObjectAcl": "AccessControlPolicy",
 }
+
+
+#: Characters XML 1.0 cannot carry at all (not even as character references).
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def escape(text: str) -> str:
+    """XML-escape; characters XML 1.0 forbids become character references, as S3 writes
+    them (clients that must read such keys ask for ``encoding-type=url``)."""
+    out = _sax_escape(text)
+    if _INVALID_XML.search(out):
+        out = _INVALID_XML.sub(lambda m: f"&#x{ord(m.group()):X};", out)
+    return out
+
+
+def _plain(text: str) -> str:
+    """Escape for free text (messages, resources): forbidden characters become U+FFFD so
+    any XML parser can read an error."""
+    return _sax_escape(_INVALID_XML.sub("\ufffd", text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +226,8 @@ def _element(tag: str, shape: Any, value: Any, *, ns: bool = False) -> str:
 
 def error_xml(code: str, message: str, resource: str, request_id: str,
               extra: Mapping[str, str]) -> bytes:
-    parts = [f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message>"]
+    parts = [f"<Code>{_plain(code)}</Code><Message>{_plain(message)}</Message>"]
     for k, v in extra.items():
-        parts.append(f"<{k}>{escape(str(v))}</{k}>")
-    parts.append(f"<Resource>{escape(resource)}</Resource><RequestId>{request_id}</RequestId>")
+        parts.append(f"<{k}>{_plain(str(v))}</{k}>")
+    parts.append(f"<Resource>{_plain(resource)}</Resource><RequestId>{request_id}</RequestId>")
     return XML_DECL + f"<Error>{''.join(parts)}</Error>".encode()
