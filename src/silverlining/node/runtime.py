@@ -11,6 +11,7 @@ from silverlining.node.domain.buckets import BucketService
 from silverlining.node.domain.limits import Limits
 from silverlining.node.domain.multipart import MultipartService
 from silverlining.node.domain.objects import ObjectService
+from silverlining.node.metering import Meter, NullMeter
 from silverlining.node.store.accounts import AccountRepository
 from silverlining.node.store.blobs import BlobStore
 from silverlining.node.store.db import Database, sqlite_url
@@ -52,6 +53,8 @@ class Node:
         self.multipart = MultipartService(self.object_repo, self.blobs, self.buckets,
                                           config.limits)
         self.started_at = time.time()
+        #: Receives one call per authenticated S3 request (see metering.py).
+        self.meter: Meter = NullMeter()
 
     def sweep(self) -> tuple[int, int]:
         """Remove what a crash left behind (temp files, unreferenced blobs) from before this

@@ -160,6 +160,7 @@ class ObjectRepository:
                 .where(t.accounts.c.id == account_id)
                 .values(bytes_used=0, objects_used=0)
             )
+            self._storage_event(conn, account_id, 0, 0)
         return blobs
 
     # objects --------------------------------------------------------------------------
@@ -416,6 +417,15 @@ class ObjectRepository:
                     objects_used=t.accounts.c.objects_used + d_objects,
                 )
             )
+            self._storage_event(conn, owner_id, acct.bytes_used + d_bytes,
+                                acct.objects_used + d_objects)
+
+    def _storage_event(self, conn: Connection, account_id: int, bytes_used: int,
+                       objects_used: int) -> None:
+        conn.execute(insert(t.storage_events).values(
+            account_id=account_id, ts_ms=time.time_ns() // 1_000_000,
+            bytes_used=bytes_used, objects_used=objects_used,
+        ))
 
     def _drop_uploads(self, conn: Connection, upload_ids: Iterable[str]) -> list[str]:
         blobs: list[str] = []

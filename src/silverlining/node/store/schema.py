@@ -42,6 +42,21 @@ accounts = Table(
     Column("quota_objects", BigInteger, nullable=True),
     Column("bytes_used", BigInteger, nullable=False, default=0),
     Column("objects_used", BigInteger, nullable=False, default=0),
+    # ids are never reused: usage history outlives a deleted account
+    sqlite_autoincrement=True,
+)
+
+#: Every change of an account's stored bytes/objects, written in the same transaction as
+#: the change itself, so stored byte-time can be integrated exactly (metering).
+storage_events = Table(
+    "storage_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("bytes_used", BigInteger, nullable=False),
+    Column("objects_used", BigInteger, nullable=False),
+    Index("ix_storage_events_account_ts", "account_id", "ts_ms"),
 )
 
 access_keys = Table(

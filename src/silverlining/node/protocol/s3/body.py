@@ -105,6 +105,8 @@ class RequestBody:
         self.auth = auth
         self.trailers: dict[str, str] = {}
         self._consumed = False
+        #: Payload bytes received so far (decoded: what the client meant to send).
+        self.received = 0
         cl = headers.get("content-length")
         self.wire_length: int | None
         if cl is None:
@@ -170,6 +172,7 @@ class RequestBody:
             data = raw if decoder is None else decoder.feed(raw)
             if data:
                 total += len(data)
+                self.received = total
                 if self.length is not None and total > self.length:
                     raise errors.IncompleteBody(
                         "The decoded body is longer than x-amz-decoded-content-length."

@@ -120,6 +120,8 @@ class S3Front:
         resource = raw_path.decode("latin-1")
         body: RequestBody | None = None
         account_name = "-"
+        account: Account | None = None
+        op: str | None = None
         try:
             bucket, key, vhost = self.address(raw_path, headers.get("host", ""))
             resource = "/" + bucket + ("/" + key if key else "") if bucket else "/"
@@ -159,13 +161,20 @@ class S3Front:
                                                   headers)
         except ClientDisconnected:
             self._log(method, resource, 499, request_id, account_name, started)
+            if account is not None and op is not None:
+                self.node.meter.record(account.id, op, body.received if body else 0, 0)
             return
         except Exception:
             log.exception("internal error serving %s %s (request %s)", method, resource,
                           request_id)
             response = await self._error_response(errors.InternalError(), resource,
                                                   request_id, method, body, headers)
-        await self._send(send, response, request_id, method)
+        sent = [0]
+        try:
+            await self._send(send, response, request_id, method, sent)
+        finally:
+            if account is not None and op is not None:
+                self.node.meter.record(account.id, op, body.received if body else 0, sent[0])
         self._log(method, resource, response.status, request_id, account_name, started)
 
     async def _error_response(
@@ -198,7 +207,9 @@ class S3Front:
             out.append((b"connection", b"close"))
         return Response(exc.status, out, payload)
 
-    async def _send(self, send: Send, response: Response, request_id: str, method: str) -> None:
+    async def _send(self, send: Send, response: Response, request_id: str, method: str,
+                    sent: list[int]) -> None:
+        """Send the response, counting the body bytes sent in ``sent[0]`` as they go."""
         headers = response.headers
         headers.append((b"x-amz-request-id", request_id.encode()))
         headers.append((b"x-amz-id-2", request_id.encode()))
@@ -209,6 +220,7 @@ class S3Front:
         stream = response.stream
         if stream is None:
             await send({"type": "http.response.body", "body": response.body})
+            sent[0] = 0 if method == "HEAD" else len(response.body)
             return
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[bytes] | None = None
@@ -221,6 +233,7 @@ class S3Front:
                 # Read the next chunk while this one is being sent.
                 pending = loop.run_in_executor(self.executor, stream.read, _STREAM_CHUNK)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                sent[0] += len(chunk)
             await send({"type": "http.response.body", "body": b""})
         finally:
             if pending is not None and not pending.done():
