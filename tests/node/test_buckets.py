@@ -93,11 +93,66 @@ def test_delete_bucket_with_pending_upload_aborts_it(s3: Any) -> None:
     assert error_of(s3.head_bucket, Bucket=name) == ("404", 404)
 
 
-def test_unimplemented_subresource_is_501(s3: Any, bucket: str) -> None:
-    assert error_of(s3.get_bucket_policy, Bucket=bucket) == ("NotImplemented", 501)
-    assert error_of(s3.get_bucket_cors, Bucket=bucket) == ("NotImplemented", 501)
+def test_unsupported_configuration_reads_say_not_configured(s3: Any, bucket: str) -> None:
+    assert error_of(s3.get_bucket_policy, Bucket=bucket) == ("NoSuchBucketPolicy", 404)
+    assert error_of(s3.get_bucket_cors, Bucket=bucket) == ("NoSuchCORSConfiguration", 404)
+    assert error_of(s3.get_bucket_lifecycle_configuration, Bucket=bucket) == (
+        "NoSuchLifecycleConfiguration", 404)
+    assert error_of(s3.get_bucket_tagging, Bucket=bucket) == ("NoSuchTagSet", 404)
+    assert error_of(s3.get_bucket_encryption, Bucket=bucket) == (
+        "ServerSideEncryptionConfigurationNotFoundError", 404)
+    assert error_of(s3.get_bucket_website, Bucket=bucket) == ("NoSuchWebsiteConfiguration", 404)
+    assert error_of(s3.get_public_access_block, Bucket=bucket) == (
+        "NoSuchPublicAccessBlockConfiguration", 404)
+    assert s3.get_bucket_request_payment(Bucket=bucket)["Payer"] == "BucketOwner"
+    assert s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"] == [
+        {"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert "LoggingEnabled" not in s3.get_bucket_logging(Bucket=bucket)
+    assert error_of(s3.get_bucket_policy, Bucket=f"{bucket}-missing") == ("NoSuchBucket", 404)
+
+
+def test_unimplemented_configuration_writes_are_501(s3: Any, bucket: str) -> None:
+    assert error_of(s3.put_bucket_policy, Bucket=bucket, Policy="{}") == ("NotImplemented", 501)
+    assert error_of(s3.put_bucket_versioning, Bucket=bucket,
+                    VersioningConfiguration={"Status": "Enabled"}) == ("NotImplemented", 501)
+    assert error_of(s3.delete_bucket_cors, Bucket=bucket) == ("NotImplemented", 501)
     # and a wrong success is never given: the bucket still lists normally
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+
+
+def test_acls_are_owner_only(s3: Any, bucket: str) -> None:
+    acl = s3.get_bucket_acl(Bucket=bucket)
+    assert acl["Owner"]["DisplayName"] == "tester"
+    assert acl["Grants"] == [{"Grantee": {"DisplayName": "tester", "ID": acl["Owner"]["ID"],
+                                          "Type": "CanonicalUser"},
+                              "Permission": "FULL_CONTROL"}]
+    s3.put_object(Bucket=bucket, Key="o", Body=b"x", ACL="private")
+    s3.put_object(Bucket=bucket, Key="o", Body=b"x", ACL="bucket-owner-full-control")
+    assert s3.get_object_acl(Bucket=bucket, Key="o")["Grants"][0]["Permission"] == "FULL_CONTROL"
+    for acl_name in ("public-read", "public-read-write", "authenticated-read"):
+        assert error_of(s3.put_object, Bucket=bucket, Key="p", Body=b"x", ACL=acl_name) == (
+            "AccessControlListNotSupported", 400)
+    assert error_of(s3.put_object, Bucket=bucket, Key="p", Body=b"x",
+                    GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"') == (
+        "AccessControlListNotSupported", 400)
+    assert error_of(s3.create_multipart_upload, Bucket=bucket, Key="p", ACL="public-read") == (
+        "AccessControlListNotSupported", 400)
+    assert error_of(s3.copy_object, Bucket=bucket, Key="p", CopySource=f"{bucket}/o",
+                    ACL="public-read") == ("AccessControlListNotSupported", 400)
+    assert error_of(s3.create_bucket, Bucket=f"{bucket}-pub", ACL="public-read") == (
+        "InvalidBucketAclWithObjectOwnership", 400)
+    assert error_of(s3.head_object, Bucket=bucket, Key="p") == ("404", 404)
+    assert error_of(s3.put_object_acl, Bucket=bucket, Key="o", ACL="public-read") == (
+        "AccessControlListNotSupported", 400)
+    s3.put_object_acl(Bucket=bucket, Key="o", ACL="private")
+    owner = acl["Owner"]
+    s3.put_bucket_acl(Bucket=bucket, AccessControlPolicy={"Owner": owner, "Grants": [
+        {"Grantee": {"ID": owner["ID"], "Type": "CanonicalUser"},
+         "Permission": "FULL_CONTROL"}]})
+    assert error_of(s3.put_bucket_acl, Bucket=bucket, AccessControlPolicy={
+        "Owner": owner, "Grants": [{"Grantee": {"ID": "someone-else", "Type": "CanonicalUser"},
+                                    "Permission": "READ"}]}) == (
+        "AccessControlListNotSupported", 400)
 
 
 def test_get_bucket_versioning_is_unversioned(s3: Any, bucket: str) -> None:

@@ -318,6 +318,6 @@ def test_user_metadata_too_large(s3: Any, bucket: str) -> None:
 
 def test_unimplemented_object_subresource(s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="o", Body=b"x")
-    assert error_of(s3.get_object_acl, Bucket=bucket, Key="o") == ("NotImplemented", 501)
+    assert error_of(s3.get_object_retention, Bucket=bucket, Key="o") == ("NotImplemented", 501)
     assert error_of(s3.get_object, Bucket=bucket, Key="o", VersionId="3HL4kqtJlcpXroDTDm") == (
         "InvalidArgument", 400)

@@ -336,6 +336,46 @@ class MalformedPOSTRequest(S3Error):
     default_message = "The body of your POST request is not well-formed multipart/form-data."
 
 
+class AccessControlListNotSupported(S3Error):
+    code = "AccessControlListNotSupported"
+    status = 400
+    default_message = "The bucket does not allow ACLs"
+
+
+class InvalidBucketAclWithObjectOwnership(S3Error):
+    code = "InvalidBucketAclWithObjectOwnership"
+    status = 400
+    default_message = (
+        "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"
+    )
+
+
+def _not_configured(code: str, message: str) -> type[S3Error]:
+    return type(code, (S3Error,), {"code": code, "status": 404, "default_message": message})
+
+
+#: "Nothing configured" answers for bucket sub-resources this node never has set.
+NoSuchBucketPolicy = _not_configured("NoSuchBucketPolicy", "The bucket policy does not exist")
+NoSuchCORSConfiguration = _not_configured("NoSuchCORSConfiguration",
+                                          "The CORS configuration does not exist")
+NoSuchLifecycleConfiguration = _not_configured("NoSuchLifecycleConfiguration",
+                                               "The lifecycle configuration does not exist")
+NoSuchTagSet = _not_configured("NoSuchTagSet", "The TagSet does not exist")
+NoSuchWebsiteConfiguration = _not_configured("NoSuchWebsiteConfiguration",
+                                             "The specified bucket does not have a website "
+                                             "configuration")
+ServerSideEncryptionConfigurationNotFoundError = _not_configured(
+    "ServerSideEncryptionConfigurationNotFoundError",
+    "The server side encryption configuration was not found")
+NoSuchPublicAccessBlockConfiguration = _not_configured(
+    "NoSuchPublicAccessBlockConfiguration", "The public access block configuration was not found")
+ObjectLockConfigurationNotFoundError = _not_configured(
+    "ObjectLockConfigurationNotFoundError",
+    "Object Lock configuration does not exist for this bucket")
+ReplicationConfigurationNotFoundError = _not_configured(
+    "ReplicationConfigurationNotFoundError", "The replication configuration was not found")
+
+
 class InvalidObjectState(S3Error):
     code = "InvalidObjectState"
     status = 403

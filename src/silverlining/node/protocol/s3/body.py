@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -102,6 +103,7 @@ class RequestBody:
                  *, idle_timeout: float = 30.0) -> None:
         self._receive = receive
         self._idle_timeout = idle_timeout
+        self._expect_continue = headers.get("expect", "").lower() == "100-continue"
         self.auth = auth
         self.trailers: dict[str, str] = {}
         self._consumed = False
@@ -144,6 +146,12 @@ class RequestBody:
         received = 0
         limit = self.wire_length
         more = limit is None or limit > 0
+        if not more and self._expect_continue:
+            # Answer "100 Continue" even for an empty body (uvicorn sends it on the first
+            # receive): aws CLI v1's botocore otherwise mistakes the final response of this
+            # request for the interim one of the next (boto/botocore#3755) and stalls.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._receive(), self._idle_timeout)
         while more:
             try:
                 message = await asyncio.wait_for(self._receive(), self._idle_timeout)

@@ -20,7 +20,7 @@ from silverlining.node import errors
 from silverlining.node.domain.model import Account
 from silverlining.node.protocol.s3 import router
 from silverlining.node.protocol.s3.body import ClientDisconnected, RequestBody
-from silverlining.node.protocol.s3.handlers import buckets, multipart, objects
+from silverlining.node.protocol.s3.handlers import buckets, config, multipart, objects
 from silverlining.node.protocol.s3.request import Response, S3Request
 from silverlining.node.protocol.s3.serializer import S3Serializer, error_xml
 from silverlining.node.protocol.sigv2 import V2Verifier, is_sigv2
@@ -61,6 +61,16 @@ HANDLERS: dict[str, Handler] = {
     "AbortMultipartUpload": multipart.abort_multipart_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_multipart_uploads,
+    "GetBucketAcl": config.get_bucket_acl,
+    "GetObjectAcl": config.get_object_acl,
+    "GetBucketRequestPayment": config.get_bucket_request_payment,
+    "GetBucketOwnershipControls": config.get_bucket_ownership_controls,
+    "GetBucketLogging": config.get_bucket_logging,
+    "GetBucketAccelerateConfiguration": config.get_bucket_accelerate,
+    "GetBucketNotificationConfiguration": config.get_bucket_notification,
+    "GetBucketUnconfigured": config.get_bucket_unconfigured,
+    "PutBucketAcl": config.put_bucket_acl,
+    "PutObjectAcl": config.put_object_acl,
 }
 
 #: Bodies up to this size are read and dropped after an error, so the connection stays

@@ -14,7 +14,7 @@ _UNSUPPORTED_BUCKET = frozenset({
     "versions", "website", "session", "metadataTable", "metadataConfiguration", "abac",
 })
 _UNSUPPORTED_OBJECT = frozenset({
-    "acl", "legal-hold", "retention", "restore", "select", "torrent", "attributes",
+    "legal-hold", "retention", "restore", "select", "torrent", "attributes",
     "renameObject",
 })
 
@@ -33,7 +33,27 @@ def operation(method: str, bucket: str, key: str, query: dict[str, str],
     return _object_operation(method, query, headers)
 
 
+#: Bucket sub-resources whose GET is answered (with "owner only" or "not configured").
+_BUCKET_READS = {
+    "acl": "GetBucketAcl",
+    "requestPayment": "GetBucketRequestPayment",
+    "ownershipControls": "GetBucketOwnershipControls",
+    "logging": "GetBucketLogging",
+    "accelerate": "GetBucketAccelerateConfiguration",
+    "notification": "GetBucketNotificationConfiguration",
+    **{sub: "GetBucketUnconfigured" for sub in (
+        "policy", "cors", "lifecycle", "tagging", "website", "encryption",
+        "publicAccessBlock", "object-lock", "replication")},
+}
+
+
 def _bucket_operation(method: str, query: dict[str, str]) -> str | None:
+    if method == "GET":
+        for sub, op in _BUCKET_READS.items():
+            if sub in query:
+                return op
+    if method == "PUT" and "acl" in query:
+        return "PutBucketAcl"
     if _UNSUPPORTED_BUCKET.intersection(query):
         return None
     if method == "GET":
@@ -61,6 +81,8 @@ def _object_operation(method: str, query: dict[str, str], headers: dict[str, str
     if _UNSUPPORTED_OBJECT.intersection(query):
         return None
     copy = "x-amz-copy-source" in headers
+    if "acl" in query:
+        return {"GET": "GetObjectAcl", "PUT": "PutObjectAcl"}.get(method)
     if method == "PUT":
         if "tagging" in query:
             return "PutObjectTagging"

@@ -36,6 +36,10 @@ _ROOTS = {
     "GetBucketVersioning": "VersioningConfiguration",
     "GetBucketAcl": "AccessControlPolicy",
     "GetObjectAcl": "AccessControlPolicy",
+    "GetBucketRequestPayment": "RequestPaymentConfiguration",
+    "GetBucketLogging": "BucketLoggingStatus",
+    "GetBucketAccelerateConfiguration": "AccelerateConfiguration",
+    "GetBucketNotificationConfiguration": "NotificationConfiguration",
 }
 
 
@@ -214,9 +218,16 @@ def _member(name: str, shape: Any, value: Any) -> str:
 def _element(tag: str, shape: Any, value: Any, *, ns: bool = False) -> str:
     attrs = f' xmlns="{S3_NS}"' if ns else ""
     if shape.type_name == "structure":
+        xml_ns = shape.serialization.get("xmlNamespace")
+        if isinstance(xml_ns, Mapping) and xml_ns.get("prefix"):
+            attrs += f' xmlns:{xml_ns["prefix"]}="{xml_ns["uri"]}"'
+        for n, m in shape.members.items():
+            if m.serialization.get("xmlAttribute") and value.get(n) is not None:
+                attrs += f' {m.serialization["name"]}="{escape(str(value[n]))}"'
         inner = "".join(
             _member(n, m, value[n]) for n, m in shape.members.items()
             if value.get(n) is not None and m.serialization.get("location") is None
+            and not m.serialization.get("xmlAttribute")
         )
         return f"<{tag}{attrs}>{inner}</{tag}>"
     if shape.type_name == "list":

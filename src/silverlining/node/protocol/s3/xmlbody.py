@@ -93,3 +93,19 @@ def parse_tagging(body: bytes) -> dict[str, str]:
             raise errors.InvalidTag("Cannot provide multiple Tags with the same key", TagKey=key)
         tags[key] = _text(v)
     return tags
+
+
+def parse_acl(body: bytes) -> list[tuple[str, str]]:
+    """(grantee canonical id or URI/email, permission) of each grant in an
+    AccessControlPolicy."""
+    tree = _parse(body, "AccessControlPolicy")
+    grants: list[tuple[str, str]] = []
+    acl = tree.find("AccessControlList")
+    for grant in [] if acl is None else acl.findall("Grant"):
+        grantee = grant.find("Grantee")
+        who = ""
+        if grantee is not None:
+            who = _text(grantee.find("ID")) or _text(grantee.find("URI")) or \
+                _text(grantee.find("EmailAddress"))
+        grants.append((who, _text(grant.find("Permission"))))
+    return grants

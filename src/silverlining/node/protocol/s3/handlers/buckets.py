@@ -6,6 +6,7 @@ import urllib.parse
 from typing import Any
 
 from silverlining.node import errors
+from silverlining.node.protocol.s3.handlers.config import refuse_acl_grants
 from silverlining.node.protocol.s3.request import Response, S3Request
 from silverlining.node.protocol.s3.xmlbody import parse_create_bucket, parse_delete
 
@@ -31,6 +32,7 @@ async def list_buckets(req: S3Request) -> Response:
 
 
 async def create_bucket(req: S3Request) -> Response:
+    refuse_acl_grants(req, bucket=True)
     body = await req.body.read_all(req.node.config.limits.max_xml_body, req.headers)
     location = parse_create_bucket(body)
     await req.run(req.node.buckets.create, req.account, req.bucket, location)

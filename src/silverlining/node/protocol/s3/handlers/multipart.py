@@ -14,12 +14,14 @@ from silverlining.node.protocol.s3.handlers.common import (
     pump,
     stored_headers,
 )
+from silverlining.node.protocol.s3.handlers.config import refuse_acl_grants
 from silverlining.node.protocol.s3.handlers.objects import _tags_header
 from silverlining.node.protocol.s3.request import Response, S3Request
 from silverlining.node.protocol.s3.xmlbody import parse_complete
 
 
 async def create_multipart_upload(req: S3Request) -> Response:
+    refuse_acl_grants(req)
     limits = req.node.config.limits
     alg_header = req.headers.get("x-amz-checksum-algorithm")
     algorithm = normalize_algorithm(alg_header) if alg_header else None

@@ -16,6 +16,7 @@ from silverlining.node.protocol.s3.handlers.common import (
     pump,
     stored_headers,
 )
+from silverlining.node.protocol.s3.handlers.config import refuse_acl_grants
 from silverlining.node.protocol.s3.request import Response, S3Request
 from silverlining.node.protocol.s3.xmlbody import parse_tagging as parse_tagging_xml
 
@@ -44,6 +45,7 @@ def _tags_header(req: S3Request) -> dict[str, str]:
 
 
 async def put_object(req: S3Request) -> Response:
+    refuse_acl_grants(req)
     node = req.node
     limits = node.config.limits
     bucket = node.objects.prepare_put(req.account, req.bucket, req.key, req.body.length)
@@ -156,6 +158,7 @@ def _directive(req: S3Request, name: str) -> bool:
 
 
 async def copy_object(req: S3Request) -> Response:
+    refuse_acl_grants(req)
     limits = req.node.config.limits
     src_bucket, src_key = parse_copy_source(req.headers["x-amz-copy-source"])
     replace_meta = _directive(req, "x-amz-metadata-directive")
