@@ -29,7 +29,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tests.conftest import NodeProcess
 
 MiB = 1024 * 1024
+KiB = 1024
 B = "crashb"
+#: Objects up to this size live in the metadata row (no blob file); bigger ones in blobs.
+INLINE_MAX = 64 * KiB
 
 
 def blob(tag: str, size: int) -> bytes:
@@ -57,10 +60,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         s3 = node.client(ak, sk)
         s3.create_bucket(Bucket=B)
         s3.put_object(Bucket=B, Key="existing", Body=blob("existing", 4096))
+        s3.put_object(Bucket=B, Key="existing-big", Body=blob("existing-big", 100 * KiB))
         for k in ("victim", "d1", "d2", "d3"):
-            s3.put_object(Bucket=B, Key=k, Body=blob(k, 1000))
-        s3.put_object(Bucket=B, Key="src", Body=blob("src", 65536))
-        s3.put_object(Bucket=B, Key="existing-mp", Body=blob("existing-mp", 777))
+            s3.put_object(Bucket=B, Key=k, Body=blob(k, 100 * KiB))
+        s3.put_object(Bucket=B, Key="src", Body=blob("src", 100 * KiB))
+        s3.put_object(Bucket=B, Key="existing-mp", Body=blob("existing-mp", 100 * KiB))
         uploads: dict[str, str] = {}
         etags: dict[str, list[str]] = {}
         big = [blob("big1", 5 * MiB), blob("big2", 5 * MiB), blob("big3", 1024)]
@@ -128,15 +132,30 @@ _BLOB_STEPS = ["blob.fsynced", "blob.renamed", "blob.dir_synced"]
 _COMMIT = ["meta.before_commit", "meta.committed"]
 
 OPS = [
+    # small objects live in the metadata row: the commit is the only durable step
     Op("put-new-small",
        lambda s3, t: s3.put_object(Bucket=B, Key="fresh", Body=blob("fresh", 4096)),
        lambda s3, t: _which(_get(s3, "fresh"), None, blob("fresh", 4096)),
-       ["blob.written", *_BLOB_STEPS, *_COMMIT]),
+       _COMMIT),
     Op("put-overwrite-small",
        lambda s3, t: s3.put_object(Bucket=B, Key="existing", Body=blob("existing2", 4096)),
        lambda s3, t: _which(_get(s3, "existing"), blob("existing", 4096),
                             blob("existing2", 4096)),
+       _COMMIT),
+    Op("put-new-100k",
+       lambda s3, t: s3.put_object(Bucket=B, Key="fresh-big", Body=blob("fb", 100 * KiB)),
+       lambda s3, t: _which(_get(s3, "fresh-big"), None, blob("fb", 100 * KiB)),
+       ["blob.written", *_BLOB_STEPS, *_COMMIT]),
+    Op("put-overwrite-100k",
+       lambda s3, t: s3.put_object(Bucket=B, Key="existing-big", Body=blob("eb2", 100 * KiB)),
+       lambda s3, t: _which(_get(s3, "existing-big"), blob("existing-big", 100 * KiB),
+                            blob("eb2", 100 * KiB)),
        ["blob.written", *_BLOB_STEPS, *_COMMIT, "blob.deleted"]),
+    Op("put-small-over-big",
+       lambda s3, t: s3.put_object(Bucket=B, Key="existing-big", Body=blob("tiny", 10)),
+       lambda s3, t: _which(_get(s3, "existing-big"), blob("existing-big", 100 * KiB),
+                            blob("tiny", 10)),
+       [*_COMMIT, "blob.deleted"]),
     Op("put-new-large",
        lambda s3, t: s3.put_object(Bucket=B, Key="large", Body=blob("large", 3 * MiB)),
        lambda s3, t: _which(_get(s3, "large"), None, blob("large", 3 * MiB)),
@@ -156,7 +175,7 @@ OPS = [
                                       {"PartNumber": 3, "ETag": t.part_etags["mpu"][2]}]}),
        lambda s3, t: _which(
            (_get(s3, "existing-mp"), _parts(s3, t.uploads["mpu"], "existing-mp")),
-           (blob("existing-mp", 777), [1, 2, 3]),
+           (blob("existing-mp", 100 * KiB), [1, 2, 3]),
            (blob("mp1", 5 * MiB) + blob("mp3", 1024), None)),
        [*_COMMIT, "blob.deleted:1", "blob.deleted:2"]),
     Op("upload-part",
@@ -166,22 +185,30 @@ OPS = [
        ["blob.written", *_BLOB_STEPS, *_COMMIT]),
     Op("copy-new",
        lambda s3, t: s3.copy_object(Bucket=B, Key="copied", CopySource=f"{B}/src"),
-       lambda s3, t: _which(_get(s3, "copied"), None, blob("src", 65536)),
+       lambda s3, t: _which(_get(s3, "copied"), None, blob("src", 100 * KiB)),
        ["blob.linked", *_COMMIT]),
     Op("copy-overwrite",
-       lambda s3, t: s3.copy_object(Bucket=B, Key="existing", CopySource=f"{B}/src"),
-       lambda s3, t: _which(_get(s3, "existing"), blob("existing", 4096),
-                            blob("src", 65536)),
+       lambda s3, t: s3.copy_object(Bucket=B, Key="existing-big", CopySource=f"{B}/src"),
+       lambda s3, t: _which(_get(s3, "existing-big"), blob("existing-big", 100 * KiB),
+                            blob("src", 100 * KiB)),
        ["blob.linked", *_COMMIT, "blob.deleted"]),
+    Op("copy-small",
+       lambda s3, t: s3.copy_object(Bucket=B, Key="copied-small", CopySource=f"{B}/existing"),
+       lambda s3, t: _which(_get(s3, "copied-small"), None, blob("existing", 4096)),
+       _COMMIT),
     Op("delete",
        lambda s3, t: s3.delete_object(Bucket=B, Key="victim"),
-       lambda s3, t: _which(_get(s3, "victim"), blob("victim", 1000), None),
+       lambda s3, t: _which(_get(s3, "victim"), blob("victim", 100 * KiB), None),
        [*_COMMIT, "blob.deleted"]),
+    Op("delete-small",
+       lambda s3, t: s3.delete_object(Bucket=B, Key="existing"),
+       lambda s3, t: _which(_get(s3, "existing"), blob("existing", 4096), None),
+       _COMMIT),
     Op("delete-objects",
        lambda s3, t: s3.delete_objects(Bucket=B, Delete={"Objects": [
            {"Key": "d1"}, {"Key": "d2"}, {"Key": "d3"}]}),
        lambda s3, t: _which([_get(s3, k) for k in ("d1", "d2", "d3")],
-                            [blob(k, 1000) for k in ("d1", "d2", "d3")], [None] * 3),
+                            [blob(k, 100 * KiB) for k in ("d1", "d2", "d3")], [None] * 3),
        [*_COMMIT, "blob.deleted:1", "blob.deleted:2", "blob.deleted:3"]),
     Op("abort-multipart",
        lambda s3, t: s3.abort_multipart_upload(Bucket=B, Key="abortme",
@@ -204,12 +231,13 @@ def test_at_least_fifty_kill_points() -> None:
 
 
 def _disk_accounting(data_dir: Path, s3: Any, template: Template) -> None:
-    """Bytes on disk == bytes of every object + every pending part: nothing leaked."""
+    """Bytes in blob files == bytes of every object stored as blobs (bigger than
+    INLINE_MAX) + every pending part: nothing leaked."""
     on_disk = sum(p.stat().st_size for p in (data_dir / "blobs").rglob("*") if p.is_file())
     assert list((data_dir / "tmp").iterdir()) == []
     logical = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=B):
-        logical += sum(o["Size"] for o in page.get("Contents", []))
+        logical += sum(o["Size"] for o in page.get("Contents", []) if o["Size"] > INLINE_MAX)
     for up in s3.list_multipart_uploads(Bucket=B).get("Uploads", []):
         parts = s3.list_parts(Bucket=B, Key=up["Key"], UploadId=up["UploadId"])["Parts"]
         logical += sum(p["Size"] for p in parts)

@@ -59,6 +59,8 @@ class ObjectRecord:
     checksums: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     parts_count: int | None = None
+    #: The bytes of a small object stored inline (``segments`` is then empty).
+    data: bytes | None = None
 
     @property
     def blob_ids(self) -> list[str]:

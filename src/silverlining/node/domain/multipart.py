@@ -114,7 +114,8 @@ class MultipartService:
     ) -> Part:
         try:
             ingest.verify(content_md5=content_md5, checksum=checksum)
-            segment = ingest.commit()
+            segments, _ = ingest.commit()
+            (segment,) = segments
         except BaseException:
             ingest.discard()
             raise
@@ -168,7 +169,7 @@ class MultipartService:
             if reader is not None:
                 while chunk := reader.read():
                     ingest.write(chunk)
-            segment = ingest.commit()
+            (segment,), _ = ingest.commit()
         except BaseException:
             ingest.discard()
             raise

@@ -21,7 +21,7 @@ from silverlining.node.domain.limits import Limits
 from silverlining.node.domain.listing import ListingPage, list_page
 from silverlining.node.domain.model import Account, Bucket, ObjectRecord, Segment
 from silverlining.node.domain.names import check_key
-from silverlining.node.domain.streams import Ingest, ObjectReader
+from silverlining.node.domain.streams import INLINE_MAX, Ingest, ObjectReader
 from silverlining.node.store.blobs import BlobStore
 from silverlining.node.store.objects import ObjectRepository
 
@@ -86,13 +86,20 @@ class ObjectService:
         return b
 
     def new_ingest(
-        self, *, max_size: int, payload_sha256: str | None, checksum_algorithm: str | None
+        self,
+        *,
+        max_size: int,
+        payload_sha256: str | None,
+        checksum_algorithm: str | None,
+        declared_size: int | None = None,
     ) -> Ingest:
+        """An Ingest for an object's bytes; small objects of known size stay inline."""
         return Ingest(
             self.blobs,
             max_size=max_size,
             payload_sha256=payload_sha256,
             checksum_algorithm=checksum_algorithm,
+            inline=declared_size is not None and declared_size <= INLINE_MAX,
         )
 
     def commit_put(
@@ -103,7 +110,7 @@ class ObjectService:
         ingest is discarded and nothing changed."""
         try:
             ingest.verify(content_md5=spec.content_md5, checksum=spec.checksum)
-            segment = ingest.commit()
+            segments, data = ingest.commit()
         except BaseException:
             ingest.discard()
             raise
@@ -114,13 +121,14 @@ class ObjectService:
         rec = ObjectRecord(
             bucket=bucket.name,
             key=key,
-            size=segment.size,
+            size=ingest.size,
             etag=ingest.etag(),
             last_modified=time.time(),
-            segments=(segment,),
+            segments=segments,
             headers=spec.headers,
             checksums=checksums,
             tags=spec.tags,
+            data=data,
         )
         self._commit(bucket, rec, spec.conditions)
         return rec
@@ -144,10 +152,18 @@ class ObjectService:
 
     # reading ---------------------------------------------------------------------------
     def head(self, account: Account, bucket: str, key: str) -> ObjectRecord:
-        self.buckets.owned(account, bucket)
-        rec = self.repo.get_object(bucket, key)
+        rec = self._lookup(account, bucket, key)
         if rec is None:
             raise errors.NoSuchKey(Key=key)
+        return rec
+
+    def _lookup(self, account: Account, bucket: str, key: str) -> ObjectRecord | None:
+        """The object, after the same tenancy checks as BucketService.owned (one query)."""
+        b, rec = self.repo.get_bucket_and_object(bucket, key)
+        if b is None:
+            raise errors.NoSuchBucket(BucketName=bucket)
+        if b.account_id != account.id:
+            raise errors.AccessDenied()
         return rec
 
     def open(
@@ -162,9 +178,8 @@ class ObjectService:
     ) -> tuple[ObjectReader, tuple[int, int] | None]:
         """Check conditions, resolve the range, open the bytes. Returns the reader and the
         (first, last) range served, or None for the whole object."""
-        self.buckets.owned(account, bucket)
         for _ in range(_OPEN_RETRIES):
-            rec = self.repo.get_object(bucket, key)
+            rec = self._lookup(account, bucket, key)
             if rec is None:
                 raise errors.NoSuchKey(Key=key)
             check_read(conditions, rec)

@@ -19,10 +19,16 @@ from silverlining.node.domain.model import ObjectRecord, Segment
 from silverlining.node.store.blobs import BlobStore, BlobWriter
 
 READ_CHUNK = 1024 * 1024
+#: Objects up to this size keep their bytes in the metadata row (see schema.objects.data).
+INLINE_MAX = 64 * 1024
 
 
 class Ingest:
-    """One blob's worth of incoming bytes. Not thread-safe; used by one request."""
+    """One object's (or part's) incoming bytes. Not thread-safe; used by one request.
+
+    With ``inline`` (a small object of known size), the bytes are kept in memory, at most
+    ``INLINE_MAX`` of them, and committed with the metadata; otherwise they go to a blob.
+    """
 
     def __init__(
         self,
@@ -31,13 +37,15 @@ class Ingest:
         max_size: int,
         payload_sha256: str | None = None,
         checksum_algorithm: str | None = None,
+        inline: bool = False,
     ) -> None:
-        self.max_size = max_size
+        self.max_size = min(max_size, INLINE_MAX) if inline else max_size
         self.payload_sha256 = payload_sha256
         self.digests = Digests(
             payload_sha256=payload_sha256 is not None, checksum_algorithm=checksum_algorithm
         )
-        self._writer: BlobWriter = blobs.writer()
+        self._buffer: bytearray | None = bytearray() if inline else None
+        self._writer: BlobWriter | None = None if inline else blobs.writer()
 
     @property
     def size(self) -> int:
@@ -47,7 +55,11 @@ class Ingest:
         if self.digests.size + len(data) > self.max_size:
             raise errors.EntityTooLarge(MaxSizeAllowed=str(self.max_size))
         self.digests.update(data)
-        self._writer.write(data)
+        if self._writer is not None:
+            self._writer.write(data)
+        else:
+            assert self._buffer is not None
+            self._buffer += data
 
     def etag(self) -> str:
         return f'"{self.digests.md5.hexdigest()}"'
@@ -81,13 +93,20 @@ class Ingest:
                     f"The {alg} you specified did not match the calculated checksum."
                 )
 
-    def commit(self) -> Segment:
-        """fsync and move the blob into place (still unreferenced until metadata commits)."""
+    def commit(self) -> tuple[tuple[Segment, ...], bytes | None]:
+        """Make the bytes durable: fsync and move the blob into place (still unreferenced
+        until metadata commits). Returns (segments, inline bytes): one segment, or no
+        segment and the bytes to store in the row."""
+        if self._writer is None:
+            assert self._buffer is not None
+            return (), bytes(self._buffer)
         blob_id = self._writer.commit()
-        return Segment(blob_id, self.digests.size)
+        return (Segment(blob_id, self.digests.size),), None
 
     def discard(self) -> None:
-        self._writer.discard()
+        if self._writer is not None:
+            self._writer.discard()
+        self._buffer = None
 
 
 class ObjectReader:
@@ -104,6 +123,8 @@ class ObjectReader:
     def open(cls, blobs: BlobStore, record: ObjectRecord, first: int, last: int) -> ObjectReader:
         """Open the segments covering [first, last]. Raises FileNotFoundError if a blob is
         gone (the object was replaced meanwhile; the caller looks it up again)."""
+        if record.data is not None:
+            return _InlineReader(record, record.data[first:last + 1])
         handles: list[tuple[BinaryIO, int, int]] = []
         pos = 0
         try:
@@ -140,6 +161,22 @@ class ObjectReader:
         for f, _, _ in self._handles:
             f.close()
         self._handles = []
+
+
+class _InlineReader(ObjectReader):
+    """A reader over a small object's inline bytes."""
+
+    def __init__(self, record: ObjectRecord, data: bytes) -> None:
+        super().__init__(record, [])
+        self._data: bytes | None = data
+        self.length = len(data)
+
+    def read(self, max_bytes: int = READ_CHUNK) -> bytes:
+        data, self._data = self._data, None
+        return data or b""
+
+    def close(self) -> None:
+        self._data = None
 
 
 def _pread(f: BinaryIO, n: int, offset: int) -> bytes:

@@ -6,12 +6,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from silverlining.node.domain.model import AccessKey, Account
 from silverlining.node.store import schema as t
 from silverlining.node.store.db import Database
+from silverlining.node.store.hotpath import KEY_SQL, HotReads
 
 
 class AlreadyExists(Exception):
@@ -38,11 +39,7 @@ def _account(row: Row[Any]) -> Account:
 class AccountRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._lookup_stmt = (
-            select(t.access_keys.c.secret_enc, t.access_keys.c.revoked_at, t.accounts)
-            .join(t.accounts, t.accounts.c.id == t.access_keys.c.account_id)
-            .where(t.access_keys.c.access_key_id == bindparam("key_id"))
-        )
+        self.hot = HotReads(db)
 
     # accounts -------------------------------------------------------------------------
     def create(self, name: str, canonical_id: str) -> Account:
@@ -156,9 +153,9 @@ class AccountRepository:
         return keys[0]
 
     def lookup_key(self, access_key_id: str) -> tuple[Account, bytes] | None:
-        """The account and encrypted secret of an active key; None if unknown or revoked."""
-        with self.db.read() as conn:
-            row = conn.execute(self._lookup_stmt, {"key_id": access_key_id}).first()
-        if row is None or row.revoked_at is not None:
+        """The account and encrypted secret of an active key; None if unknown or revoked.
+        Read fresh on every call (every request): revocation takes effect at once."""
+        row = self.hot.one(KEY_SQL, {"k": access_key_id})
+        if row is None or row[1] is not None:
             return None
-        return _account(row), row.secret_enc
+        return Account(*row[2:]), bytes(row[0])

@@ -7,11 +7,13 @@ never deadlock on a lock upgrade (they queue on ``busy_timeout`` instead).
 
 from __future__ import annotations
 
+import queue
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import QueuePool
@@ -20,6 +22,9 @@ from silverlining.node.faults import crashpoint
 from silverlining.node.store.schema import metadata
 
 SCHEMA_VERSION = 1
+T = TypeVar("T")
+#: Most callers whose work shares one commit.
+MAX_BATCH = 128
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -31,6 +36,8 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._batcher: _GroupCommitter | None = None
+        self._batcher_lock = threading.Lock()
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self.engine: Engine = create_engine(
@@ -78,7 +85,21 @@ class Database:
             conn.execution_options(sl_read=True)
             yield conn
 
+    def transact(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in a write transaction, group-committed with concurrent callers: their
+        work shares one commit (one fsync), each in its own savepoint, so one caller's error
+        rolls back only its own changes. Returns (or raises) what ``fn`` did once the commit
+        is durable. Blocks; call from a worker thread, never from the event loop."""
+        if self._batcher is None:
+            with self._batcher_lock:
+                if self._batcher is None:
+                    self._batcher = _GroupCommitter(self)
+        return self._batcher.submit(fn)
+
     def dispose(self) -> None:
+        if self._batcher is not None:
+            self._batcher.stop()
+            self._batcher = None
         self.engine.dispose()
 
 
@@ -98,3 +119,74 @@ def _sqlite_on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class _Job(Generic[T]):
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Connection], T]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class _GroupCommitter:
+    """One writer thread: takes every write queued while the previous commit was being made
+    durable and commits them together (classic group commit)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sl-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Connection], T]) -> T:
+        job = _Job(fn)
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)
+                    break
+                batch.append(job)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job[Any]]) -> None:
+        try:
+            with self.db.write() as conn:
+                for job in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        job.result = job.fn(conn)
+                    except BaseException as exc:  # the caller's error, re-raised to it
+                        savepoint.rollback()
+                        job.error = exc
+                    else:
+                        savepoint.commit()
+        except BaseException as exc:  # the commit itself failed: nobody's work is durable
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+                    job.result = None
+        finally:
+            for job in batch:
+                job.done.set()

@@ -27,10 +27,36 @@ from silverlining.node.domain.model import (
 )
 from silverlining.node.store import schema as t
 from silverlining.node.store.db import Database
+from silverlining.node.store.hotpath import (
+    BUCKET_OBJECT_SQL,
+    BUCKET_SQL,
+    OBJECT_SQL,
+    SCAN_SQL,
+    HotReads,
+    loads,
+)
 
 O = t.objects.c  # noqa: E741 - column namespace shorthand
 U = t.uploads.c
 P = t.parts.c
+
+
+def _record_from_tuple(bucket: str, r: tuple[Any, ...]) -> ObjectRecord:
+    """An object from a hot-path row: (key, size, etag, last_modified, segments, headers,
+    checksums, tags, parts_count)."""
+    return ObjectRecord(
+        bucket=bucket,
+        key=r[0],
+        size=r[1],
+        etag=r[2],
+        last_modified=r[3],
+        segments=tuple(Segment(b, s) for b, s in loads(r[4])),
+        headers=loads(r[5]),
+        checksums=loads(r[6]),
+        tags=loads(r[7]),
+        parts_count=r[8],
+        data=None if r[9] is None else bytes(r[9]),
+    )
 
 
 def _record(row: Row[Any]) -> ObjectRecord:
@@ -45,6 +71,7 @@ def _record(row: Row[Any]) -> ObjectRecord:
         checksums=row.checksums,
         tags=row.tags,
         parts_count=row.parts_count,
+        data=row.data,
     )
 
 
@@ -78,12 +105,14 @@ def _values(rec: ObjectRecord) -> dict[str, Any]:
         "checksums": rec.checksums,
         "tags": rec.tags,
         "parts_count": rec.parts_count,
+        "data": rec.data,
     }
 
 
 class ObjectRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.hot = HotReads(db)
         self._get_object = select(t.objects).where(
             and_(O.bucket == bindparam("b"), O.key == bindparam("k"))
         )
@@ -107,9 +136,18 @@ class ObjectRepository:
         return Bucket(name, account_id, region, now)
 
     def get_bucket(self, name: str) -> Bucket | None:
-        with self.db.read() as conn:
-            row = conn.execute(self._get_bucket, {"b": name}).first()
-        return None if row is None else Bucket(row.name, row.account_id, row.region, row.created_at)
+        row = self.hot.one(BUCKET_SQL, {"b": name})
+        return None if row is None else Bucket(name, row[0], row[1], row[2])
+
+    def get_bucket_and_object(
+        self, bucket: str, key: str
+    ) -> tuple[Bucket | None, ObjectRecord | None]:
+        """The bucket and the object, in one statement (one snapshot)."""
+        row = self.hot.one(BUCKET_OBJECT_SQL, {"b": bucket, "k": key})
+        if row is None:
+            return None, None
+        b = Bucket(bucket, row[0], row[1], row[2])
+        return b, (None if row[3] is None else _record_from_tuple(bucket, row[3:]))
 
     def list_buckets(self, account_id: int) -> list[Bucket]:
         with self.db.read() as conn:
@@ -165,9 +203,8 @@ class ObjectRepository:
 
     # objects --------------------------------------------------------------------------
     def get_object(self, bucket: str, key: str) -> ObjectRecord | None:
-        with self.db.read() as conn:
-            row = conn.execute(self._get_object, {"b": bucket, "k": key}).first()
-        return None if row is None else _record(row)
+        row = self.hot.one(OBJECT_SQL, {"b": bucket, "k": key})
+        return None if row is None else _record_from_tuple(bucket, row)
 
     def put_object(
         self,
@@ -181,10 +218,11 @@ class ObjectRepository:
         refuse the write (conditional writes). Raises NoSuchBucket if the bucket vanished,
         QuotaExceeded if the owner's quota would be exceeded; nothing is written then.
         """
-        with self.db.write() as conn:
+        def work(conn: Connection) -> ObjectRecord | None:
             self._require_bucket(conn, rec.bucket)
-            old = self._put(conn, owner_id, rec, precondition)
-        return old
+            return self._put(conn, owner_id, rec, precondition)
+
+        return self.db.transact(work)
 
     def _put(
         self,
@@ -211,18 +249,20 @@ class ObjectRepository:
         return old
 
     def set_tags(self, bucket: str, key: str, tags: dict[str, str]) -> bool:
-        with self.db.write() as conn:
+        def work(conn: Connection) -> bool:
             res = conn.execute(
                 update(t.objects)
                 .where(and_(O.bucket == bucket, O.key == key))
                 .values(tags=tags)
             )
-        return bool(res.rowcount)
+            return bool(res.rowcount)
+
+        return self.db.transact(work)
 
     def delete_objects(self, owner_id: int, bucket: str, keys: Sequence[str]) -> list[ObjectRecord]:
         """Delete the keys that exist; returns the deleted records (in one transaction)."""
-        deleted: list[ObjectRecord] = []
-        with self.db.write() as conn:
+        def work(conn: Connection) -> list[ObjectRecord]:
+            deleted: list[ObjectRecord] = []
             for key in keys:
                 row = conn.execute(self._get_object, {"b": bucket, "k": key}).first()
                 if row is None:
@@ -232,23 +272,18 @@ class ObjectRepository:
                 deleted.append(rec)
             if deleted:
                 self._charge(conn, owner_id, -sum(r.size for r in deleted), -len(deleted))
-        return deleted
+            return deleted
+
+        return self.db.transact(work)
 
     def scan(self, bucket: str, start: str, inclusive: bool, limit: int) -> list[ListEntry]:
         """Up to ``limit`` objects with key > start (>= when inclusive), in byte order."""
-        cond = O.key >= start if inclusive else O.key > start
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(O.key, O.size, O.etag, O.last_modified)
-                .where(and_(O.bucket == bucket, cond))
-                .order_by(O.key)
-                .limit(limit)
-            ).all()
-        return [ListEntry(r.key, r.size, r.etag, r.last_modified) for r in rows]
+        rows = self.hot.all(SCAN_SQL[inclusive], {"b": bucket, "s": start, "n": limit})
+        return [ListEntry(*r) for r in rows]
 
     # multipart ------------------------------------------------------------------------
     def create_upload(self, up: Upload) -> None:
-        with self.db.write() as conn:
+        def work(conn: Connection) -> None:
             self._require_bucket(conn, up.bucket)
             conn.execute(
                 insert(t.uploads).values(
@@ -264,6 +299,8 @@ class ObjectRepository:
                 )
             )
 
+        self.db.transact(work)
+
     def get_upload(self, upload_id: str) -> Upload | None:
         with self.db.read() as conn:
             row = conn.execute(select(t.uploads).where(U.upload_id == upload_id)).first()
@@ -274,7 +311,7 @@ class ObjectRepository:
 
         Raises NoSuchUpload if the upload was completed or aborted meanwhile.
         """
-        with self.db.write() as conn:
+        def work(conn: Connection) -> str | None:
             if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
                 raise errors.NoSuchUpload(UploadId=upload_id)
             old = conn.execute(
@@ -301,7 +338,9 @@ class ObjectRepository:
                     .where(and_(P.upload_id == upload_id, P.part_number == part.part_number))
                     .values(**values)
                 )
-        return None if old is None else str(old.blob_id)
+            return None if old is None else str(old.blob_id)
+
+        return self.db.transact(work)
 
     def list_parts(self, upload_id: str, after: int = 0, limit: int | None = None) -> list[Part]:
         stmt = (
@@ -324,7 +363,8 @@ class ObjectRepository:
         """Atomically: the object ``rec`` (made of some of the parts) replaces any existing
         one, the upload and its parts are gone. Returns (replaced object, unused part blobs)."""
         used = {s.blob_id for s in rec.segments}
-        with self.db.write() as conn:
+
+        def work(conn: Connection) -> tuple[ObjectRecord | None, list[str]]:
             self._require_bucket(conn, rec.bucket)
             if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
                 raise errors.NoSuchUpload(UploadId=upload_id)
@@ -336,13 +376,17 @@ class ObjectRepository:
             ]
             conn.execute(delete(t.parts).where(P.upload_id == upload_id))
             conn.execute(delete(t.uploads).where(U.upload_id == upload_id))
-        return old, unused
+            return old, unused
+
+        return self.db.transact(work)
 
     def abort_upload(self, upload_id: str) -> list[str]:
-        with self.db.write() as conn:
+        def work(conn: Connection) -> list[str]:
             if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
                 raise errors.NoSuchUpload(UploadId=upload_id)
             return self._drop_uploads(conn, [upload_id])
+
+        return self.db.transact(work)
 
     def list_uploads(
         self,

@@ -60,6 +60,7 @@ async def put_object(req: S3Request) -> Response:
         max_size=limits.max_put_size,
         payload_sha256=req.auth.content_sha256,
         checksum_algorithm=checksum.algorithm,
+        declared_size=req.body.length,
     )
     try:
         tail = await pump(req, ingest)
