@@ -42,7 +42,8 @@ class S3HttpProtocol(HttpToolsProtocol):
 
     # -- timers ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        coalescing = _CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -141,3 +142,47 @@ class _Discard:
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)
+
+
+class _CoalescingTransport:
+    """Joins the writes made in one event-loop iteration into one ``send``.
+
+    uvicorn writes a response's head and its body separately; for a small object that is two
+    system calls and two TCP segments where one does (py-spy showed the writes as the largest
+    single cost of a 4 KiB GET). Writes are queued and flushed at the end of the iteration,
+    or at once past 64 KiB, so large bodies are never held or copied.
+    """
+
+    _FLUSH_AT = 64 * 1024
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if not self._pending and len(data) >= self._FLUSH_AT:
+            self._transport.write(data)
+            return
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= self._FLUSH_AT:
+            self._flush()
+        elif len(self._pending) == 1:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._pending = []
+            self._size = 0
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from silverlining.node import errors
+from silverlining.node.accesslog import AccessLog
 from silverlining.node.domain.model import Account
 from silverlining.node.protocol.s3 import router
 from silverlining.node.protocol.s3.body import ClientDisconnected, RequestBody
@@ -34,7 +35,6 @@ Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[S3Request], Awaitable[Response]]
 
 log = logging.getLogger("silverlining.node.s3")
-access_log = logging.getLogger("silverlining.access")
 
 HANDLERS: dict[str, Handler] = {
     "ListBuckets": buckets.list_buckets,
@@ -84,8 +84,10 @@ def _request_id() -> str:
 
 
 class S3Front:
-    def __init__(self, node: Node, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, node: Node, executor: ThreadPoolExecutor,
+                 access_log: AccessLog | None = None) -> None:
         self.node = node
+        self.access_log = access_log or AccessLog(enabled=False)
         self.executor = executor
         self.serializer = S3Serializer()
         self.verifier = Verifier(self._secret_for)
@@ -253,7 +255,5 @@ class S3Front:
 
     def _log(self, method: str, resource: str, status: int, request_id: str, account: str,
              started: float) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            # Never the query string: presigned URLs carry signatures there.
-            access_log.info("%s %s %s %s %d %.1fms", request_id, account, method, resource,
-                            status, (time.perf_counter() - started) * 1000)
+        self.access_log.log(request_id, account, method, resource, status,
+                            (time.perf_counter() - started) * 1000)

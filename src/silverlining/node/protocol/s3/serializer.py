@@ -9,6 +9,7 @@ construction.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -173,11 +174,17 @@ def _header_value(v: str) -> bytes:
         return v.encode("utf-8")
 
 
+@functools.lru_cache(maxsize=4096)
+def http_date(seconds: int) -> bytes:
+    """RFC 7231 date of a whole second (cached: objects share few distinct seconds)."""
+    return formatdate(seconds, usegmt=True).encode()
+
+
 def _header_text(value: Any, type_name: str) -> bytes:
     if isinstance(value, str):
         return _header_value(value)
     if type_name == "timestamp":
-        return formatdate(_epoch(value), usegmt=True).encode()
+        return http_date(int(_epoch(value)))
     if type_name == "boolean":
         return b"true" if value else b"false"
     return str(value).encode("utf-8")
