@@ -108,6 +108,25 @@ class ObjectService:
         """Verify the bytes, make them durable, then commit the metadata (the moment the new
         object becomes visible), then free the replaced object's blobs. On any error the
         ingest is discarded and nothing changed."""
+        rec = self._record_for(bucket, key, ingest, spec)
+        self._commit(bucket, rec, spec.conditions)
+        return rec
+
+    async def commit_put_inline(
+        self, bucket: Bucket, key: str, ingest: Ingest, spec: WriteSpec
+    ) -> tuple[ObjectRecord, list[str]]:
+        """:meth:`commit_put` for an inline (small) object, on the event loop: nothing but
+        the commit touches the disk. Returns the record and the replaced object's blob ids,
+        which the caller deletes (off the loop) once this returns."""
+        assert ingest.inline
+        rec = self._record_for(bucket, key, ingest, spec)
+        precondition = (lambda e: check_write(spec.conditions, e)) if spec.conditions else None
+        old = await self.repo.put_object_async(bucket.account_id, rec, precondition)
+        return rec, [] if old is None else old.blob_ids
+
+    def _record_for(
+        self, bucket: Bucket, key: str, ingest: Ingest, spec: WriteSpec
+    ) -> ObjectRecord:
         try:
             ingest.verify(content_md5=spec.content_md5, checksum=spec.checksum)
             segments, data = ingest.commit()
@@ -130,7 +149,6 @@ class ObjectService:
             tags=spec.tags,
             data=data,
         )
-        self._commit(bucket, rec, spec.conditions)
         return rec
 
     def _commit(
@@ -269,6 +287,13 @@ class ObjectService:
     def delete(self, account: Account, bucket: str, key: str) -> None:
         b = self.buckets.owned(account, bucket)
         self.delete_keys(b, [key])
+
+    async def delete_async(self, account: Account, bucket: str, key: str) -> list[str]:
+        """DeleteObject on the event loop; returns the freed blob ids for the caller to
+        delete off the loop."""
+        b = self.buckets.owned(account, bucket)
+        deleted = await self.repo.delete_objects_async(b.account_id, b.name, [key])
+        return [blob_id for rec in deleted for blob_id in rec.blob_ids]
 
     def delete_keys(self, bucket: Bucket, keys: list[str]) -> list[ObjectRecord]:
         deleted = self.repo.delete_objects(bucket.account_id, bucket.name, keys)

@@ -51,6 +51,10 @@ class Ingest:
     def size(self) -> int:
         return self.digests.size
 
+    @property
+    def inline(self) -> bool:
+        return self._writer is None
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self.digests.size + len(data) > self.max_size:
             raise errors.EntityTooLarge(MaxSizeAllowed=str(self.max_size))

@@ -7,6 +7,8 @@ never deadlock on a lock upgrade (they queue on ``busy_timeout`` instead).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -90,11 +92,22 @@ class Database:
         work shares one commit (one fsync), each in its own savepoint, so one caller's error
         rolls back only its own changes. Returns (or raises) what ``fn`` did once the commit
         is durable. Blocks; call from a worker thread, never from the event loop."""
+        return self._committer().submit(fn)
+
+    async def transact_async(self, fn: Callable[[Connection], T]) -> T:
+        """:meth:`transact` for the event loop: ``fn`` runs on the commit thread and the
+        caller is resumed once the commit is durable, without a worker thread of its own."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._committer().enqueue(_Job(fn, loop, future))
+        return await future
+
+    def _committer(self) -> _GroupCommitter:
         if self._batcher is None:
             with self._batcher_lock:
                 if self._batcher is None:
                     self._batcher = _GroupCommitter(self)
-        return self._batcher.submit(fn)
+        return self._batcher
 
     def dispose(self) -> None:
         if self._batcher is not None:
@@ -122,13 +135,34 @@ def _sqlite_on_begin(conn: Connection) -> None:
 
 
 class _Job(Generic[T]):
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("done", "error", "fn", "future", "loop", "result")
 
-    def __init__(self, fn: Callable[[Connection], T]) -> None:
+    def __init__(self, fn: Callable[[Connection], T],
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 future: asyncio.Future[T] | None = None) -> None:
         self.fn = fn
+        self.loop = loop
+        self.future = future
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
+
+    def settle(self) -> None:
+        """Wake the caller (called on the commit thread once the batch is final)."""
+        if self.loop is None:
+            self.done.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+                self.loop.call_soon_threadsafe(self._settle_future)
+
+    def _settle_future(self) -> None:
+        assert self.future is not None
+        if self.future.done():
+            return
+        if self.error is not None:
+            self.future.set_exception(self.error)
+        else:
+            self.future.set_result(self.result)  # type: ignore[arg-type]
 
 
 class _GroupCommitter:
@@ -140,6 +174,9 @@ class _GroupCommitter:
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sl-commit", daemon=True)
         self._thread.start()
+
+    def enqueue(self, job: _Job[Any]) -> None:
+        self._queue.put(job)
 
     def submit(self, fn: Callable[[Connection], T]) -> T:
         job = _Job(fn)
@@ -189,4 +226,4 @@ class _GroupCommitter:
                     job.result = None
         finally:
             for job in batch:
-                job.done.set()
+                job.settle()

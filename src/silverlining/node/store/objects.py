@@ -262,11 +262,28 @@ class ObjectRepository:
         refuse the write (conditional writes). Raises NoSuchBucket if the bucket vanished,
         QuotaExceeded if the owner's quota would be exceeded; nothing is written then.
         """
+        return self.db.transact(self._put_work(owner_id, rec, precondition))
+
+    async def put_object_async(
+        self,
+        owner_id: int,
+        rec: ObjectRecord,
+        precondition: Callable[[ObjectRecord | None], None] | None = None,
+    ) -> ObjectRecord | None:
+        """:meth:`put_object` awaited on the event loop (no worker thread)."""
+        return await self.db.transact_async(self._put_work(owner_id, rec, precondition))
+
+    def _put_work(
+        self,
+        owner_id: int,
+        rec: ObjectRecord,
+        precondition: Callable[[ObjectRecord | None], None] | None,
+    ) -> Callable[[Connection], ObjectRecord | None]:
         def work(conn: Connection) -> ObjectRecord | None:
             self._require_bucket(conn, rec.bucket)
             return self._put(conn, owner_id, rec, precondition)
 
-        return self.db.transact(work)
+        return work
 
     def _put(
         self,
@@ -298,6 +315,17 @@ class ObjectRepository:
 
     def delete_objects(self, owner_id: int, bucket: str, keys: Sequence[str]) -> list[ObjectRecord]:
         """Delete the keys that exist; returns the deleted records (in one transaction)."""
+        return self.db.transact(self._delete_work(owner_id, bucket, keys))
+
+    async def delete_objects_async(
+        self, owner_id: int, bucket: str, keys: Sequence[str]
+    ) -> list[ObjectRecord]:
+        """:meth:`delete_objects` awaited on the event loop (no worker thread)."""
+        return await self.db.transact_async(self._delete_work(owner_id, bucket, keys))
+
+    def _delete_work(
+        self, owner_id: int, bucket: str, keys: Sequence[str]
+    ) -> Callable[[Connection], list[ObjectRecord]]:
         def work(conn: Connection) -> list[ObjectRecord]:
             deleted: list[ObjectRecord] = []
             for key in keys:
@@ -310,7 +338,7 @@ class ObjectRepository:
                 self._charge(conn, owner_id, -sum(r.size for r in deleted), -len(deleted))
             return deleted
 
-        return self.db.transact(work)
+        return work
 
     def scan(self, bucket: str, start: str, inclusive: bool, limit: int) -> list[ListEntry]:
         """Up to ``limit`` objects with key > start (>= when inclusive), in byte order."""

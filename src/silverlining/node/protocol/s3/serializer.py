@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -196,50 +198,86 @@ def _epoch(value: Any) -> float:
     return float(value)
 
 
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def iso8601(value: Any) -> str:
-    ts = dt.datetime.fromtimestamp(_epoch(value), dt.UTC)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+    """ISO 8601 with milliseconds, as S3 writes timestamps in XML."""
+    epoch = _epoch(value)
+    seconds = math.floor(epoch)
+    return f"{_iso_second(seconds)}.{int((epoch - seconds) * 1000):03d}Z"
 
 
-def _scalar(value: Any, type_name: str) -> str:
-    if type_name == "timestamp":
-        return iso8601(value)
-    if type_name == "boolean":
-        return "true" if value else "false"
-    return escape(str(value))
+# XML rendering is compiled once per (element, shape): a listing renders thousands of
+# structures per page, and walking the botocore model for each cost more than the listing
+# itself (benchmarks/RESULTS.md, the 10,000-key listing).
+Render = Callable[[Any], str]
+_compiled: dict[tuple[str, str, bool], Render] = {}
 
 
 def _member(name: str, shape: Any, value: Any) -> str:
     """One member of a structure: its element(s), by its serialization name."""
-    tag = shape.serialization.get("name", name)
-    if shape.type_name == "list":
-        item_shape = shape.member
-        if shape.serialization.get("flattened"):
-            return "".join(_element(tag, item_shape, v) for v in value)
-        item_tag = item_shape.serialization.get("name", "member")
-        inner = "".join(_element(item_tag, item_shape, v) for v in value)
-        return f"<{tag}>{inner}</{tag}>"
-    return _element(tag, shape, value)
+    return _member_fn(name, shape)(value)
 
 
 def _element(tag: str, shape: Any, value: Any, *, ns: bool = False) -> str:
+    return _element_fn(tag, shape, ns)(value)
+
+
+def _member_fn(name: str, shape: Any) -> Render:
+    tag = shape.serialization.get("name", name)
+    if shape.type_name != "list":
+        return _element_fn(tag, shape)
+    if shape.serialization.get("flattened"):
+        item = _element_fn(tag, shape.member)
+        return lambda values: "".join([item(v) for v in values])
+    item = _element_fn(shape.member.serialization.get("name", "member"), shape.member)
+    open_tag, close_tag = f"<{tag}>", f"</{tag}>"
+    return lambda values: open_tag + "".join([item(v) for v in values]) + close_tag
+
+
+def _element_fn(tag: str, shape: Any, ns: bool = False) -> Render:
+    key = (tag, shape.name, ns)
+    fn = _compiled.get(key)
+    if fn is None:
+        fn = _compiled[key] = _compile(tag, shape, ns)
+    return fn
+
+
+def _compile(tag: str, shape: Any, ns: bool) -> Render:
     attrs = f' xmlns="{S3_NS}"' if ns else ""
-    if shape.type_name == "structure":
-        xml_ns = shape.serialization.get("xmlNamespace")
-        if isinstance(xml_ns, Mapping) and xml_ns.get("prefix"):
-            attrs += f' xmlns:{xml_ns["prefix"]}="{xml_ns["uri"]}"'
-        for n, m in shape.members.items():
-            if m.serialization.get("xmlAttribute") and value.get(n) is not None:
-                attrs += f' {m.serialization["name"]}="{escape(str(value[n]))}"'
-        inner = "".join(
-            _member(n, m, value[n]) for n, m in shape.members.items()
-            if value.get(n) is not None and m.serialization.get("location") is None
-            and not m.serialization.get("xmlAttribute")
-        )
-        return f"<{tag}{attrs}>{inner}</{tag}>"
-    if shape.type_name == "list":
-        return _member(tag, shape, value)
-    return f"<{tag}{attrs}>{_scalar(value, shape.type_name)}</{tag}>"
+    close_tag = f"</{tag}>"
+    kind = shape.type_name
+    if kind == "list":
+        return _member_fn(tag, shape)
+    if kind != "structure":
+        open_tag = f"<{tag}{attrs}>"
+        if kind == "timestamp":
+            return lambda v: open_tag + iso8601(v) + close_tag
+        if kind == "boolean":
+            return lambda v: open_tag + ("true" if v else "false") + close_tag
+        if kind in ("integer", "long"):
+            return lambda v: f"{open_tag}{v}{close_tag}"
+        return lambda v: open_tag + escape(str(v)) + close_tag
+    xml_ns = shape.serialization.get("xmlNamespace")
+    if isinstance(xml_ns, Mapping) and xml_ns.get("prefix"):
+        attrs += f' xmlns:{xml_ns["prefix"]}="{xml_ns["uri"]}"'
+    attributes = [(n, m.serialization["name"]) for n, m in shape.members.items()
+                  if m.serialization.get("xmlAttribute")]
+    members = [(n, _member_fn(n, m)) for n, m in shape.members.items()
+               if m.serialization.get("location") is None
+               and not m.serialization.get("xmlAttribute")]
+
+    def render(value: Any) -> str:
+        get = value.get
+        extra = "".join([f' {xml_name}="{escape(str(get(n)))}"' for n, xml_name in attributes
+                         if get(n) is not None]) if attributes else ""
+        inner = "".join([fn(v) for n, fn in members if (v := get(n)) is not None])
+        return f"<{tag}{attrs}{extra}>{inner}{close_tag}"
+
+    return render
 
 
 def error_xml(code: str, message: str, resource: str, request_id: str,

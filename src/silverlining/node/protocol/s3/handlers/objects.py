@@ -69,6 +69,18 @@ async def put_object(req: S3Request) -> Response:
         await req.run(ingest.discard)
         raise
     spec = WriteSpec(spec.headers, spec.tags, spec.content_md5, expected, spec.conditions)
+    if ingest.inline:
+        # A small object: hashing it is cheap and nothing touches the disk but the commit,
+        # so it stays on the event loop (no worker-thread hop).
+        try:
+            ingest.write(tail)
+        except BaseException:
+            ingest.discard()
+            raise
+        rec, stale = await node.objects.commit_put_inline(bucket, req.key, ingest, spec)
+        if stale:
+            await req.run(node.blobs.delete_many, stale)
+        return _put_response(req, rec)
 
     def finish() -> ObjectRecord:
         try:
@@ -78,7 +90,10 @@ async def put_object(req: S3Request) -> Response:
             raise
         return node.objects.commit_put(bucket, req.key, ingest, spec)
 
-    rec = await req.run(finish)
+    return _put_response(req, await req.run(finish))
+
+
+def _put_response(req: S3Request, rec: ObjectRecord) -> Response:
     result: dict[str, Any] = {"ETag": rec.etag}
     result.update(checksum_members(rec.checksums))
     return req.render("PutObject", result)
@@ -146,7 +161,9 @@ async def _get(req: S3Request, *, head: bool) -> Response:
 
 async def delete_object(req: S3Request) -> Response:
     _check_version(req)
-    await req.run(req.node.objects.delete, req.account, req.bucket, req.key)
+    stale = await req.node.objects.delete_async(req.account, req.bucket, req.key)
+    if stale:
+        await req.run(req.node.blobs.delete_many, stale)
     return req.render("DeleteObject", {})
 
 
