@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import urllib.parse
+from collections.abc import Awaitable
 from typing import Any
 
 from silverlining.node import errors
@@ -118,13 +121,26 @@ def parse_copy_source(value: str) -> tuple[str, str]:
 
 
 async def pump(req: S3Request, ingest: Ingest) -> bytearray:
-    """Stream the request body into ``ingest``, handing ~1 MiB at a time to a worker thread.
-    Returns the last (unwritten) piece so the caller can write it in the same hop as the
-    commit: a small object costs one thread hop in all."""
+    """Stream the request body into ``ingest``, handing ~1 MiB at a time to a worker thread
+    while the next MiB is received (at most two pieces in memory). Returns the last
+    (unwritten) piece so the caller can write it in the same hop as the commit: a small
+    object costs one thread hop in all, or none when it is kept inline."""
+    loop = asyncio.get_running_loop()
     buf = bytearray()
-    async for chunk in req.body.chunks():
-        buf += chunk
-        if len(buf) >= PUMP_BUFFER:
-            data, buf = buf, bytearray()
-            await req.run(ingest.write, data)
+    writing: Awaitable[None] | None = None
+    try:
+        async for chunk in req.body.chunks():
+            buf += chunk
+            if len(buf) >= PUMP_BUFFER:
+                if writing is not None:
+                    await writing
+                data, buf = buf, bytearray()
+                writing = loop.run_in_executor(req.executor, ingest.write, data)
+        if writing is not None:
+            await writing
+            writing = None
+    finally:
+        if writing is not None:  # failing: let the write finish before the caller discards
+            with contextlib.suppress(Exception):
+                await writing
     return buf
