@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from silverlining import __version__
+from silverlining.cli.broker import broker, usage
 from silverlining.cli.node import accounts, keys, serve
 from silverlining.core.cli import core
 
@@ -14,8 +15,9 @@ from silverlining.core.cli import core
 def cli() -> None:
     """Silver Lining: an open-source reference cloud for a federated market.
 
-    Run a provider node (serve), manage its tenants (accounts, keys), and check any S3
-    endpoint with the conformance kit (core).
+    Run a provider node (serve), manage its tenants (accounts, keys), its service broker
+    (broker) and metered usage (usage), and check any S3 endpoint with the conformance kit
+    (core).
     """
 
 
@@ -23,6 +25,8 @@ cli.add_command(serve)
 cli.add_command(accounts)
 cli.add_command(keys)
 cli.add_command(core)
+cli.add_command(broker)
+cli.add_command(usage)
 
 
 def main() -> None:

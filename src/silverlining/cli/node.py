@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -87,18 +87,39 @@ def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
               show_default=True, help="Seconds a client may take to send request headers.")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1), default=30.0,
               show_default=True, help="Seconds a request body may stall before it fails.")
-def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple[str, ...],
-          database_url: str | None, log_level: str, access_log: bool,
-          max_object_size: int | None, header_timeout: float, body_timeout: float) -> None:
-    """Run a provider node: S3 on one HTTP port, on the embedded default storage."""
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, envvar="SILVERLINING_CONFIG",
+              help="The node's configuration file: public endpoint, jurisdiction, plans and "
+                   "prices (default: <data-dir>/config.toml if it exists).")
+@click.option("--metering-period", type=click.IntRange(min=1), default=3600,
+              show_default=True,
+              help="Seconds per usage record. Fixed for a data directory once set; shorter "
+                   "only for tests.")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, data_dir: Path, region: str,
+          base_domains: tuple[str, ...], database_url: str | None, log_level: str,
+          access_log: bool, max_object_size: int | None, header_timeout: float,
+          body_timeout: float, config_path: Path | None, metering_period: int) -> None:
+    """Run a provider node: S3, the service broker API (/v2/) and the federation API
+    (/federation/) on one HTTP port, on the embedded default storage."""
     import uvicorn
 
     from silverlining.node.app import NodeApp
+    from silverlining.node.config import ConfigError, NodeFileConfig, load_config
+    from silverlining.node.store.usage import PeriodMismatch
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not access_log:
-        logging.getLogger("silverlining.access").setLevel(logging.WARNING)
+    try:
+        if config_path is None and (data_dir / "config.toml").is_file():
+            config_path = data_dir / "config.toml"
+        file_config = load_config(config_path) if config_path else NodeFileConfig()
+    except ConfigError as exc:
+        _fail(str(exc))
+    explicit_region = ctx.get_parameter_source("region") not in (
+        click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP)
+    if not explicit_region and file_config.node.region:
+        region = file_config.node.region
     try:
         limits = Limits()
         if max_object_size is not None:
@@ -107,9 +128,28 @@ def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple
                              max_part_size=min(limits.max_part_size, max_object_size))
         node = Node(NodeConfig(data_dir=data_dir, region=region, base_domains=base_domains,
                                database_url=database_url, limits=limits,
-                               header_timeout=header_timeout, body_timeout=body_timeout))
+                               header_timeout=header_timeout, body_timeout=body_timeout,
+                               file_config=file_config, endpoint=_endpoint(host, port),
+                               metering_period=metering_period))
+    except ConfigError as exc:
+        _fail(str(exc))
     except Exception as exc:  # a clear message, not a traceback
         raise click.ClickException(f"cannot open node data in {data_dir}: {exc}") from None
+    try:
+        node.start_services()
+    except PeriodMismatch as exc:
+        node.close()
+        _fail(f"{data_dir} meters in periods of {exc.stored_ms // 1000} s; "
+              f"--metering-period {exc.wanted_ms // 1000} would break its usage series "
+              f"(use --metering-period {exc.stored_ms // 1000}, or a new data directory)")
+    except OSError as exc:
+        node.close()
+        raise click.ClickException(
+            f"cannot start metering in {data_dir / 'metering'}: {exc.strerror}") from None
+    if not file_config.node.public_endpoint and host in _WILDCARD_HOSTS:
+        logging.getLogger("silverlining.node").warning(
+            "no public_endpoint in the configuration: bindings will hand out %s, which "
+            "clients cannot reach; set [node] public_endpoint", node.offering.endpoint)
     removed, freed = node.sweep()
     if removed:
         logging.getLogger("silverlining.node").info(
@@ -124,19 +164,40 @@ def serve(host: str, port: int, data_dir: Path, region: str, base_domains: tuple
                    f"&& silverlining keys create NAME --data-dir {data_dir}")
     click.echo(f"Silver Lining node: S3 endpoint http://{host}:{port} (region {region}, "
                f"data in {data_dir})", err=False)
+    if node.broker.auth.configured():
+        click.echo(f"Service broker API at {node.offering.endpoint}/v2/ ("
+                   f"{len(node.offering.plans)} plan(s)); usage records at /federation/usage")
+    else:
+        click.echo(f"Service broker API at {node.offering.endpoint}/v2/ is closed until you "
+                   f"set its credentials: silverlining broker set-credentials USERNAME "
+                   f"--data-dir {data_dir}")
     sys.stdout.flush()
     _raise_fd_limit()
     from silverlining.node.protocol.http import S3HttpProtocol
 
-    app = NodeApp(node)
+    app = NodeApp(node, access_log=access_log)
     faults.arm()
     config = uvicorn.Config(
         app, host=host, port=port, loop="uvloop",
         http=S3HttpProtocol.with_timeout(header_timeout), lifespan="on",
         access_log=False, server_header=False, log_level=log_level,
-        timeout_keep_alive=30, backlog=2048,
+        timeout_keep_alive=30, backlog=2048, proxy_headers=False,
     )
     uvicorn.Server(config).run()
+
+
+#: Listening on these, HOST:PORT is no address a client can use.
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104
+
+
+def _endpoint(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _fail(message: str) -> NoReturn:
+    """A configuration problem: one line on stderr, exit status 2, no traceback."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
 
 
 def _raise_fd_limit() -> None:

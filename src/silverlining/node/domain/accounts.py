@@ -30,11 +30,11 @@ class NewKey:
     account_name: str
 
 
-def _new_key_id() -> str:
+def new_key_id() -> str:
     return "SL" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(18))
 
 
-def _new_secret() -> str:
+def new_secret() -> str:
     return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
 
 
@@ -99,7 +99,7 @@ class AccountService:
 
     def create_key(self, account_name: str) -> NewKey:
         self.get(account_name)
-        key_id, secret = _new_key_id(), _new_secret()
+        key_id, secret = new_key_id(), new_secret()
         self.repo.add_key(account_name, key_id, self.keyring.encrypt(secret, key_id))
         return NewKey(key_id, secret, account_name)
 

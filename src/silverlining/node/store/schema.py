@@ -126,3 +126,100 @@ parts = Table(
     Column("last_modified", Float, nullable=False),
     Column("checksums", JSON, nullable=False),
 )
+
+# --- broker (Open Service Broker API) ---------------------------------------------------------
+
+#: The one set of credentials the market (an OSB platform) presents with HTTP Basic auth.
+#: ``password_hash`` is ``scrypt$N$r$p$<salt b64>$<hash b64>``: never the password itself.
+broker_credentials = Table(
+    "broker_credentials",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one broker identity per node
+    Column("username", String(64), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: OSB service instances: one tenant account each. A deprovisioned instance stays as a
+#: tombstone (state ``deprovisioned``) so its usage stays queryable by instance id and the
+#: id is never handed out again.
+service_instances = Table(
+    "service_instances",
+    metadata,
+    Column("instance_id", String(255), primary_key=True),
+    Column("account_id", Integer, nullable=False, index=True),  # no FK: the tombstone outlives it
+    Column("account_name", String(64), nullable=False),
+    Column("service_id", String(255), nullable=False),
+    Column("plan_id", String(255), nullable=False),
+    # The provision request body as received (idempotency: same body -> 200, else 409).
+    Column("request", JSON, nullable=False),
+    Column("parameters", JSON, nullable=False),
+    # provisioned | deprovisioning | deprovisioned
+    Column("state", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("deleted_at", Float, nullable=True),
+    # The last operation, as OSB's last_operation endpoint reports it.
+    Column("op_id", String(64), nullable=True),
+    Column("op_type", String(16), nullable=False),  # provision | update | deprovision
+    Column("op_state", String(16), nullable=False),  # in progress | succeeded | failed
+    Column("op_description", Text, nullable=True),
+)
+
+service_bindings = Table(
+    "service_bindings",
+    metadata,
+    Column("instance_id", String(255), primary_key=True),
+    Column("binding_id", String(255), primary_key=True),
+    Column("access_key_id", String(32), nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+# --- metering ---------------------------------------------------------------------------------
+
+#: Usage per account per metering period (period_start_ms is aligned to the period length).
+#: Request counters are folded in from the per-process journals; the stored byte-time is
+#: written once, when the period is closed (NULL while it is open). Byte-milliseconds can
+#: exceed 64 bits (3 TB for an hour does), so they are kept as a decimal string.
+usage_periods = Table(
+    "usage_periods",
+    metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("period_start_ms", BigInteger, primary_key=True),
+    Column("requests_read", BigInteger, nullable=False, default=0),
+    Column("requests_write", BigInteger, nullable=False, default=0),
+    Column("bytes_in", BigInteger, nullable=False, default=0),
+    Column("bytes_out", BigInteger, nullable=False, default=0),
+    Column("stored_byte_ms", Text, nullable=True),
+    Column("stored_bytes_end", BigInteger, nullable=True),
+    Index("ix_usage_periods_start", "period_start_ms"),
+)
+
+#: How far each journal file has been folded into usage_periods; advanced in the same
+#: transaction as the counters it accounts for, so a record is counted exactly once.
+metering_journals = Table(
+    "metering_journals",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("consumed", BigInteger, nullable=False),  # bytes of the file folded
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Metering state: ``period_ms`` (fixed for a data directory), ``folded_until_ms`` (every
+#: period ending at or before it is closed), ``event_cursor`` (last storage_events id folded).
+metering_state = Table(
+    "metering_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+#: Stored bytes of each account at ``folded_until_ms`` (rows with nothing stored are dropped).
+metering_storage = Table(
+    "metering_storage",
+    metadata,
+    Column("account_id", Integer, primary_key=True),
+    Column("bytes_used", BigInteger, nullable=False),
+    Column("objects_used", BigInteger, nullable=False),
+)
