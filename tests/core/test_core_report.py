@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from silverlining.canonical import canonical_json
 from silverlining.core.evidence import Evidence
 from silverlining.core.registry import Level
 from silverlining.core.report import (
     CheckResult,
     Report,
     Status,
-    canonical_json,
     compute_verdict,
     results_hash,
     verdict_from_document,

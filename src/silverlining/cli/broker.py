@@ -3,7 +3,6 @@ service instances it provisioned, and metered usage."""
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from silverlining.cli.node import _emit, _when, data_dir_option, json_option, open_node
 from silverlining.node.domain.broker import hash_password, validate_username
-from silverlining.node.domain.usage import byte_hours, iso_ms, now_ms
+from silverlining.node.domain.usage import byte_hours, iso_ms, now_ms, parse_moment
 from silverlining.node.store.accounts import NotFound
 
 MIN_PASSWORD = 16
@@ -188,14 +187,8 @@ def _resolve(node: Any, account: str) -> tuple[int, str, str | None]:
 
 
 def _moment(text: str, option: str) -> int:
-    text = text.strip()
-    if text.isdigit():
-        return int(text) * 1000
     try:
-        moment = dt.datetime.fromisoformat(text)
+        return parse_moment(text)
     except ValueError:
         raise click.ClickException(
             f"{option} must be ISO 8601 (2024-05-01T00:00:00Z) or epoch seconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)

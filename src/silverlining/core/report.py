@@ -24,11 +24,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from silverlining.canonical import canonical_json
 from silverlining.core.evidence import Evidence
 from silverlining.core.registry import LEVELS, Level
 
@@ -177,27 +177,8 @@ def compute_verdict(
     return Verdict(level, passed, certified, partial, summaries, tuple(reasons))
 
 
-def canonical_json(value: Any) -> bytes:
-    """The one byte serialisation that hashes and signatures cover.
-
-    Sorted keys, ``,``/``:`` separators, UTF-8 without escaping. Floats are refused: their text
-    form is where JSON encoders disagree.
-    """
-    _refuse_floats(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
-def _refuse_floats(value: Any) -> None:
-    if isinstance(value, float):
-        raise ValueError("canonical JSON here carries no floats")
-    if isinstance(value, dict):
-        for item in value.values():
-            _refuse_floats(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _refuse_floats(item)
 
 
 def results_hash(checks: list[Any]) -> str:

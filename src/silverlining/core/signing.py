@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from silverlining.canonical import canonical_json
 from silverlining.core.report import (
     REPORT_FORMAT,
-    canonical_json,
     iso,
     results_hash,
     verdict_from_document,

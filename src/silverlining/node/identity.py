@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import uuid
 from pathlib import Path
@@ -22,28 +21,15 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from silverlining.canonical import canonical_json
+
 KEY_FILE = "node-signing.key"
 #: Namespace for ids derived from the node's public key (service and default plan ids).
 _ID_NAMESPACE = uuid.UUID("6f0d3c9e-2a55-4b8c-9a49-5e1b7b1f0c3a")
 
 
-def canonical_json(value: Any) -> bytes:
-    """The bytes a signature covers (see module docstring). Refuses floats."""
-    _refuse_floats(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
-def _refuse_floats(value: Any) -> None:
-    if isinstance(value, float):
-        raise ValueError("signed documents carry no floats")
-    if isinstance(value, dict):
-        for v in value.values():
-            _refuse_floats(v)
-    elif isinstance(value, list):
-        for v in value:
-            _refuse_floats(v)
 
 
 class NodeIdentity:

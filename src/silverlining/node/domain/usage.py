@@ -207,3 +207,19 @@ def _closed(r: UsageRow, period_ms: int) -> UsageRecord:
     return UsageRecord(r.account_id, r.period_start_ms, period_ms, True, r.requests_read,
                        r.requests_write, r.bytes_in, r.bytes_out, r.stored_byte_ms or 0,
                        r.stored_bytes_end or 0)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def parse_moment(text: str) -> int:
+    """Milliseconds since the epoch from ISO 8601 (UTC if no offset is given) or from whole
+    seconds since the epoch. Raises ValueError for anything else."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text) * 1000
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    # Exact integer arithmetic (no float timestamps).
+    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +19,13 @@ from silverlining.node.domain.broker import (
     NotFound,
     check_id,
 )
-from silverlining.node.domain.usage import DEFAULT_LIMIT, USAGE_FORMAT, UsageService, now_ms
+from silverlining.node.domain.usage import (
+    DEFAULT_LIMIT,
+    USAGE_FORMAT,
+    UsageService,
+    now_ms,
+    parse_moment,
+)
 from silverlining.node.protocol.broker.http import (
     AccessLogger,
     Handler,
@@ -107,20 +112,8 @@ class FederationApp(JsonApp):
 
 
 def _moment(text: str, name: str) -> int:
-    """Milliseconds since the epoch from ISO 8601 (UTC if no offset is given) or from whole
-    seconds since the epoch."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text) * 1000
     try:
-        moment = dt.datetime.fromisoformat(text)
+        return parse_moment(text)
     except ValueError:
         raise BadRequest(f"{name} must be ISO 8601 (2024-01-31T10:00:00Z) or seconds since "
                          "the epoch") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    # Exact integer arithmetic (no float timestamps).
-    return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
