@@ -69,6 +69,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=BENCH_DIR / ".work")
     parser.add_argument("--keep-work", action="store_true", help="keep data dirs and logs")
     parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite --output from the figures in --json (after editing "
+        "PROFILE.md, say)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -263,9 +269,21 @@ async def main_async(args: argparse.Namespace, argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def render_only(args: argparse.Namespace) -> int:
+    doc: JSONDict = json.loads(args.json.read_text())
+    doc["targets"] = [t.evaluate(doc["servers"]) for t in TARGETS]
+    doc["notes"] = notes_for(doc["servers"])
+    args.json.write_text(json.dumps(doc, indent=2) + "\n")
+    args.output.write_text(markdown(doc))
+    print(f"wrote {args.output} from {args.json}")
+    return 0
+
+
 def main() -> int:
     argv = sys.argv[1:]
     args = parse_args(argv)
+    if args.render_only:
+        return render_only(args)
     try:
         return asyncio.run(main_async(args, argv))
     except (KeyboardInterrupt, asyncio.CancelledError):
