@@ -268,13 +268,6 @@ class InvalidLocationConstraint(S3Error):
     default_message = "The specified location-constraint is not valid"
 
 
-class IllegalLocationConstraintException(S3Error):
-    code = "IllegalLocationConstraintException"
-    status = 400
-    default_message = (
-        "The unspecified location constraint is incompatible for the region specific endpoint "
-        "this request was sent to."
-    )
 
 
 class InvalidURI(S3Error):
@@ -318,22 +311,10 @@ class QuotaExceeded(S3Error):
     default_message = "The account's storage quota has been exceeded."
 
 
-class InvalidChunkSizeError(S3Error):
-    code = "InvalidChunkSizeError"
-    status = 403
-    default_message = "Only the last chunk is allowed to have a size less than 8192 bytes"
 
 
-class SlowDown(S3Error):
-    code = "SlowDown"
-    status = 503
-    default_message = "Please reduce your request rate."
 
 
-class MalformedPOSTRequest(S3Error):
-    code = "MalformedPOSTRequest"
-    status = 400
-    default_message = "The body of your POST request is not well-formed multipart/form-data."
 
 
 class AccessControlListNotSupported(S3Error):
@@ -374,11 +355,3 @@ ObjectLockConfigurationNotFoundError = _not_configured(
     "Object Lock configuration does not exist for this bucket")
 ReplicationConfigurationNotFoundError = _not_configured(
     "ReplicationConfigurationNotFoundError", "The replication configuration was not found")
-
-
-class InvalidObjectState(S3Error):
-    code = "InvalidObjectState"
-    status = 403
-    default_message = "The operation is not valid for the object's storage class."
-
-
