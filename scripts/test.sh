@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v rclone >/dev/null || need_apt+=(rclone)
 command -v s3cmd >/dev/null || need_apt+=(s3cmd)
+# PostgreSQL server binaries (initdb, postgres): tests/pg starts its own throw-away cluster
+# with them (no system service is used). Debian keeps them in /usr/lib/postgresql/*/bin.
+have_pg() {
+  command -v initdb >/dev/null && command -v postgres >/dev/null && return 0
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+have_pg || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from silverlining.node import faults
 from silverlining.node.domain.accounts import AccountError
@@ -41,12 +43,23 @@ def json_option(fn: F) -> F:
 
 @contextmanager
 def open_node(data_dir: Path, *, create: bool = False) -> Iterator[Node]:
-    if not create and not (data_dir / "meta.db").exists():
+    # The metadata database `serve --database-url` uses: operator commands read the same
+    # environment variable (SILVERLINING_DATABASE_URL), so they act on the shared database.
+    database_url = os.environ.get("SILVERLINING_DATABASE_URL") or None
+    if database_url is None and not create and not (data_dir / "meta.db").exists():
         raise click.ClickException(
             f"no node data in {data_dir} (start a node with `silverlining serve --data-dir "
             f"{data_dir}` or create an account there first)"
         )
-    node = Node(NodeConfig(data_dir=data_dir))
+    if database_url is not None and not create and not data_dir.is_dir():
+        raise click.ClickException(
+            f"no node data in {data_dir} (the node key that encrypts secrets lives there: "
+            f"use the --data-dir of `silverlining serve`)"
+        )
+    try:
+        node = Node(NodeConfig(data_dir=data_dir, database_url=database_url))
+    except (RuntimeError, ImportError, SQLAlchemyError) as exc:
+        raise click.ClickException(f"cannot open node data in {data_dir}: {exc}") from None
     try:
         yield node
     except AccountError as exc:

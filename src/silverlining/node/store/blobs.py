@@ -11,11 +11,16 @@ Contract:
   from a request.
 - :meth:`BlobStore.sweep` deletes temp files and blobs that no metadata row references
   (left by a crash between rename and commit, or between commit and delete).
+- Several processes may share one data directory (nodes on one PostgreSQL database): each
+  holds a shared ``flock`` on ``processes.lock`` while it lives. A sweep that finds other
+  holders only removes what is older than ``SHARED_SWEEP_AGE_S`` (a live peer's temp file
+  or just-renamed blob is never taken for an orphan).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import shutil
@@ -27,6 +32,13 @@ from typing import BinaryIO
 from silverlining.node.faults import crashpoint
 
 CHUNK = 1024 * 1024
+#: While other processes use the data directory, sweep only files older than this (seconds):
+#: far beyond any upload's life (bodies time out after 30 s idle) or commit delay.
+SHARED_SWEEP_AGE_S = 3600.0
+LOCK_FILE = "processes.lock"
+#: data dir -> this process's lock fd (one per process: two BlobStores of one process on the
+#: same directory must not see each other as peers). Held until the process exits.
+_PROCESS_LOCKS: dict[str, int] = {}
 
 
 def new_blob_id() -> str:
@@ -45,6 +57,18 @@ class BlobStore:
         self.durable = durable
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _process_lock(root)
+
+    def _alone(self) -> bool:
+        """True if no other process holds the data directory (we may sweep everything)."""
+        if self._lock_fd is None:
+            return False
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        return True
 
     def path(self, blob_id: str) -> Path:
         if not _valid_id(blob_id):
@@ -94,10 +118,13 @@ class BlobStore:
         scan so a blob committed during the scan is never mistaken for an orphan.
         """
         removed = freed = 0
+        shared = not self._alone()
+        if shared:
+            older_than = min(older_than, time.time() - SHARED_SWEEP_AGE_S)
         for entry in list(os.scandir(self.tmp)):
             try:
                 st = entry.stat()
-                if st.st_mtime < older_than:
+                if _age_mark(st, shared) < older_than:
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path, ignore_errors=True)
                     else:
@@ -118,7 +145,7 @@ class BlobStore:
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue
-                    if st.st_mtime < older_than:
+                    if _age_mark(st, shared) < older_than:
                         candidates.append((entry.name, entry.path, st.st_size))
         if not candidates:
             return removed, freed
@@ -208,3 +235,27 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _age_mark(st: os.stat_result, shared: bool) -> float:
+    # A hard link made by CopyObject keeps its source's mtime but gets a new ctime.
+    return max(st.st_mtime, st.st_ctime) if shared else st.st_mtime
+
+
+def _process_lock(root: Path) -> int | None:
+    """This process's shared lock on the data directory (see the module docstring)."""
+    key = str(root.resolve())
+    fd = _PROCESS_LOCKS.get(key)
+    if fd is not None:
+        return fd
+    try:
+        fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:  # no locks on this filesystem: assume peers, sweep conservatively
+        os.close(fd)
+        return None
+    _PROCESS_LOCKS[key] = fd
+    return fd

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import QueuePool
 
 from silverlining.node.faults import crashpoint
@@ -27,6 +28,17 @@ SCHEMA_VERSION = 1
 T = TypeVar("T")
 #: Most callers whose work shares one commit.
 MAX_BATCH = 128
+#: PostgreSQL advisory lock keys (one namespace per database): schema creation, and the
+#: storage_events log (writers share it, the metering fold takes it alone).
+SCHEMA_LOCK = 0x534C_0001
+STORAGE_EVENTS_LOCK = 0x534C_0002
+#: SQLSTATEs after which a unit of work is simply run again (PostgreSQL, several processes):
+#: deadlock detected, serialization failure, unique violation (a concurrent insert of the
+#: same row won: the retry reads it), lock wait timed out (see _BATCH_LOCK_WAIT_MS).
+_RETRY_SQLSTATES = frozenset({"40P01", "40001", "23505", "55P03"})
+_RETRIES = 3
+#: How long a job after the first of a batch waits for a row lock (ms; PostgreSQL).
+_BATCH_LOCK_WAIT_MS = 50
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -51,25 +63,68 @@ class Database:
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
+        elif url.startswith(("postgresql", "postgres")):
+            # Several node processes share the database: each keeps a modest pool. A URL
+            # without a driver gets psycopg 3 (the `postgres` extra), not SQLAlchemy's
+            # default psycopg2.
+            target = make_url(url)
+            if target.drivername in ("postgresql", "postgres"):
+                target = target.set(drivername="postgresql+psycopg")
+            try:
+                self.engine = create_engine(target, pool_size=8, max_overflow=24,
+                                            pool_pre_ping=True)
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"PostgreSQL needs a driver ({exc}): pip install 'silverlining[postgres]' "
+                    f"and use a postgresql+psycopg:// URL") from None
         else:
-            self.engine = create_engine(url, pool_size=8, max_overflow=24, pool_pre_ping=True)
+            raise RuntimeError(
+                f"unsupported metadata database {url.split(':', 1)[0]!r}: use SQLite (the "
+                f"default) or PostgreSQL (postgresql+psycopg://user:password@host/dbname)")
+        self.is_postgresql = self.engine.dialect.name == "postgresql"
 
     def create_schema(self) -> None:
+        if self.is_postgresql:
+            # Several nodes may start at once on an empty database: one creates the schema
+            # (DDL is transactional on PostgreSQL), the others wait for it.
+            with self.engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+                metadata.create_all(conn)
+                self._check_version(conn)
+            return
         metadata.create_all(self.engine)
         with self.write() as conn:
+            self._check_version(conn)
+
+    @staticmethod
+    def _check_version(conn: Connection) -> None:
+        conn.execute(
+            text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        )
+        row = conn.execute(text("SELECT version FROM schema_version")).first()
+        if row is None:
             conn.execute(
-                text("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": SCHEMA_VERSION}
             )
-            row = conn.execute(text("SELECT version FROM schema_version")).first()
-            if row is None:
-                conn.execute(
-                    text("INSERT INTO schema_version (version) VALUES (:v)"), {"v": SCHEMA_VERSION}
-                )
-            elif row[0] != SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"metadata schema version {row[0]} is not supported by this software "
-                    f"(expects {SCHEMA_VERSION})"
-                )
+        elif row[0] != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"metadata schema version {row[0]} is not supported by this software "
+                f"(expects {SCHEMA_VERSION})"
+            )
+
+    def lock_storage_events(self, conn: Connection, *, exclusive: bool) -> None:
+        """PostgreSQL: order storage_events against the metering fold. Writers take the lock
+        shared before inserting an event (so before its id is drawn) and the fold takes it
+        alone: when the fold reads, every id drawn so far is committed or rolled back, and
+        its cursor never passes an event that commits later. SQLite serialises writers."""
+        if self.is_postgresql:
+            fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+            conn.execute(text(f"SELECT {fn}(:k)"), {"k": STORAGE_EVENTS_LOCK})
+
+    def retryable(self, exc: BaseException) -> bool:
+        """A transient conflict between processes sharing a PostgreSQL database."""
+        return (self.is_postgresql and isinstance(exc, DBAPIError)
+                and getattr(exc.orig, "sqlstate", None) in _RETRY_SQLSTATES)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -212,21 +267,58 @@ class _GroupCommitter:
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
+            self._transaction(batch, may_conflict=self.db.is_postgresql)
+        except _Conflict:
+            # PostgreSQL, several processes: a job of this batch deadlocked with another
+            # process's batch (each held locks the other wanted) or lost an insert race. The
+            # batch was rolled back; each job now runs in a transaction of its own, so none
+            # waits on locks another job of this batch holds.
+            for job in batch:
+                for attempt in range(_RETRIES + 1):
+                    try:
+                        self._transaction([job], may_conflict=attempt < _RETRIES)
+                    except _Conflict:
+                        continue
+                    break
+        finally:
+            for job in batch:
+                job.settle()
+
+    def _transaction(self, batch: list[_Job[Any]], *, may_conflict: bool) -> None:
+        """Run ``batch`` in one transaction, each job in its own savepoint. Raises _Conflict
+        (all rolled back) when ``may_conflict`` and a job hit a transient conflict."""
+        for job in batch:
+            job.result = job.error = None
+        try:
             with self.db.write() as conn:
-                for job in batch:
+                for i, job in enumerate(batch):
+                    if i == 1 and may_conflict:
+                        # The jobs after the first wait only briefly for a row lock: a
+                        # batch waiting for another process's batch while holding locks of
+                        # its own may be half of a deadlock, which PostgreSQL would take
+                        # deadlock_timeout (1 s) to detect. Instead: roll back, rerun alone.
+                        conn.execute(text(f"SET LOCAL lock_timeout = {_BATCH_LOCK_WAIT_MS}"))
                     savepoint = conn.begin_nested()
                     try:
                         job.result = job.fn(conn)
                     except BaseException as exc:  # the caller's error, re-raised to it
                         savepoint.rollback()
+                        if may_conflict and self.db.retryable(exc):
+                            raise _Conflict from exc
                         job.error = exc
                     else:
                         savepoint.commit()
+        except _Conflict:
+            raise
         except BaseException as exc:  # the commit itself failed: nobody's work is durable
+            if may_conflict and self.db.retryable(exc):
+                raise _Conflict from exc
             for job in batch:
                 if job.error is None:
                     job.error = exc
                     job.result = None
-        finally:
-            for job in batch:
-                job.settle()
+
+
+class _Conflict(Exception):
+    """A transient conflict between processes sharing a PostgreSQL database (see
+    :meth:`Database.retryable`): the transaction was rolled back and is run again."""

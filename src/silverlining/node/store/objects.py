@@ -9,12 +9,26 @@ reference).
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, insert, select, text, update
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Row,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from silverlining.node import errors
@@ -31,6 +45,7 @@ from silverlining.node.store.db import Database
 from silverlining.node.store.hotpath import (
     BUCKET_OBJECT_SQL,
     BUCKET_SQL,
+    JSON_COLUMNS,
     OBJECT_SQL,
     SCAN_SQL,
     HotReads,
@@ -100,22 +115,40 @@ _STORAGE_EVENT = (
     "INSERT INTO storage_events (account_id, ts_ms, bytes_used, objects_used) "
     "VALUES (:a, :t, :b, :o)"
 )
+# PostgreSQL only (several processes write): the owner's row is locked before the object is
+# read, so every write charged to one account (any of its buckets) is serialised across
+# processes and the quota check and the replaced object are the ones this write sees.
+_LOCK_ACCOUNT = "SELECT id FROM accounts WHERE id = :a FOR UPDATE"
+# ... and the bucket row is share-locked while an object is written into it, so a concurrent
+# DeleteBucket (which locks it for update) cannot leave an object in a deleted bucket.
+_REQUIRE_BUCKET = BUCKET_SQL + " FOR SHARE"
 
 
 def _sql(conn: Connection, statement: str, params: dict[str, Any]) -> Any:
     """Execute plain SQL inside ``conn``'s transaction. On SQLite, straight on the driver
-    connection (the same connection and transaction); elsewhere through ``text()``."""
+    connection (the same connection and transaction); elsewhere through ``text()``, with
+    JSON columns bound as JSON (see :func:`_raw_values`)."""
     if conn.dialect.name == "sqlite":
         return conn.connection.driver_connection.execute(statement, params)  # type: ignore[union-attr]
-    return conn.execute(text(statement), params)
+    return conn.execute(_text(statement), params)
 
 
-def _raw_values(rec: ObjectRecord) -> dict[str, Any]:
-    """Bind values for the plain-SQL statements (JSON columns serialised as SQLAlchemy's
-    JSON type stores them)."""
+@functools.lru_cache(maxsize=64)
+def _text(statement: str) -> TextClause:
+    """``statement`` as a TextClause whose JSON columns' parameters are typed JSON (built once
+    per statement): PostgreSQL refuses a text/varchar value for a ``json`` column."""
+    names = set(re.findall(r"(?<![:\w]):(\w+)", statement)) & JSON_COLUMNS
+    return text(statement).bindparams(*(bindparam(n, type_=JSON) for n in sorted(names)))
+
+
+def _raw_values(rec: ObjectRecord, conn: Connection) -> dict[str, Any]:
+    """Bind values for the plain-SQL statements. On SQLite (the driver directly), JSON
+    columns serialised as SQLAlchemy's JSON type stores them; elsewhere the typed
+    parameters of :func:`_text` serialise them."""
     values = _values(rec)
-    for column in ("segments", "headers", "checksums", "tags"):
-        values[column] = json.dumps(values[column])
+    if conn.dialect.name == "sqlite":
+        for column in ("segments", "headers", "checksums", "tags"):
+            values[column] = json.dumps(values[column])
     return values
 
 
@@ -205,6 +238,10 @@ class ObjectRepository:
     def delete_bucket(self, name: str) -> list[str]:
         """Delete an empty bucket, aborting its in-progress uploads; returns their blob ids."""
         with self.db.write() as conn:
+            if conn.dialect.name != "sqlite":
+                # Waits for the writes into the bucket in progress (they share-lock it).
+                conn.execute(select(t.buckets.c.name).where(t.buckets.c.name == name)
+                             .with_for_update())
             if conn.execute(select(O.key).where(O.bucket == name).limit(1)).first():
                 raise errors.BucketNotEmpty(BucketName=name)
             upload_ids = [
@@ -292,6 +329,8 @@ class ObjectRepository:
         rec: ObjectRecord,
         precondition: Callable[[ObjectRecord | None], None] | None = None,
     ) -> ObjectRecord | None:
+        if conn.dialect.name != "sqlite":
+            _sql(conn, _LOCK_ACCOUNT, {"a": owner_id})
         row = _sql(conn, OBJECT_SQL, {"b": rec.bucket, "k": rec.key}).fetchone()
         old = None if row is None else _record_from_tuple(rec.bucket, tuple(row))
         if precondition is not None:
@@ -299,7 +338,7 @@ class ObjectRepository:
         d_bytes = rec.size - (old.size if old else 0)
         d_objects = 0 if old else 1
         self._charge(conn, owner_id, d_bytes, d_objects)
-        _sql(conn, _UPSERT_OBJECT if old is None else _UPDATE_OBJECT, _raw_values(rec))
+        _sql(conn, _UPSERT_OBJECT if old is None else _UPDATE_OBJECT, _raw_values(rec, conn))
         return old
 
     def set_tags(self, bucket: str, key: str, tags: dict[str, str]) -> bool:
@@ -328,6 +367,8 @@ class ObjectRepository:
     ) -> Callable[[Connection], list[ObjectRecord]]:
         def work(conn: Connection) -> list[ObjectRecord]:
             deleted: list[ObjectRecord] = []
+            if conn.dialect.name != "sqlite":
+                _sql(conn, _LOCK_ACCOUNT, {"a": owner_id})
             for key in keys:
                 row = _sql(conn, OBJECT_SQL, {"b": bucket, "k": key}).fetchone()
                 if row is None:
@@ -376,7 +417,9 @@ class ObjectRepository:
         Raises NoSuchUpload if the upload was completed or aborted meanwhile.
         """
         def work(conn: Connection) -> str | None:
-            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
+            # FOR SHARE (PostgreSQL): completing or aborting the upload waits for this part.
+            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)
+                            .with_for_update(read=True)).first() is None:
                 raise errors.NoSuchUpload(UploadId=upload_id)
             old = conn.execute(
                 select(P.blob_id).where(
@@ -430,7 +473,8 @@ class ObjectRepository:
 
         def work(conn: Connection) -> tuple[ObjectRecord | None, list[str]]:
             self._require_bucket(conn, rec.bucket)
-            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
+            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)
+                            .with_for_update()).first() is None:
                 raise errors.NoSuchUpload(UploadId=upload_id)
             old = self._put(conn, owner_id, rec, precondition)
             unused = [
@@ -446,7 +490,8 @@ class ObjectRepository:
 
     def abort_upload(self, upload_id: str) -> list[str]:
         def work(conn: Connection) -> list[str]:
-            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)).first() is None:
+            if conn.execute(select(U.upload_id).where(U.upload_id == upload_id)
+                            .with_for_update()).first() is None:
                 raise errors.NoSuchUpload(UploadId=upload_id)
             return self._drop_uploads(conn, [upload_id])
 
@@ -489,7 +534,8 @@ class ObjectRepository:
 
     # helpers --------------------------------------------------------------------------
     def _require_bucket(self, conn: Connection, bucket: str) -> None:
-        if _sql(conn, BUCKET_SQL, {"b": bucket}).fetchone() is None:
+        statement = BUCKET_SQL if conn.dialect.name == "sqlite" else _REQUIRE_BUCKET
+        if _sql(conn, statement, {"b": bucket}).fetchone() is None:
             raise errors.NoSuchBucket(BucketName=bucket)
 
     def _charge(self, conn: Connection, owner_id: int, d_bytes: int, d_objects: int) -> None:
@@ -510,6 +556,7 @@ class ObjectRepository:
 
     def _storage_event(self, conn: Connection, account_id: int, bytes_used: int,
                        objects_used: int) -> None:
+        self.db.lock_storage_events(conn, exclusive=False)
         _sql(conn, _STORAGE_EVENT, {"a": account_id, "t": time.time_ns() // 1_000_000,
                                     "b": bytes_used, "o": objects_used})
 

@@ -152,6 +152,8 @@ class UsageRepository:
         nothing to close (or another process just closed it)."""
         with self.db.write() as conn:
             self._lock_state(conn, exclusive=True)
+            # No storage event may be in flight while the cursor advances (PostgreSQL).
+            self.db.lock_storage_events(conn, exclusive=True)
             state = self._state(conn)
             if state is None or state.period_ms != period_ms:
                 return False
