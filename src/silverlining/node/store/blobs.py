@@ -160,15 +160,6 @@ class BlobStore:
                 freed += size
         return removed, freed
 
-    def disk_usage(self) -> int:
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                try:
-                    total += os.stat(os.path.join(dirpath, name)).st_size
-                except FileNotFoundError:
-                    continue
-        return total
 
 
 class BlobWriter:

@@ -75,21 +75,6 @@ def _record_from_tuple(bucket: str, r: tuple[Any, ...]) -> ObjectRecord:
     )
 
 
-def _record(row: Row[Any]) -> ObjectRecord:
-    return ObjectRecord(
-        bucket=row.bucket,
-        key=row.key,
-        size=row.size,
-        etag=row.etag,
-        last_modified=row.last_modified,
-        segments=tuple(Segment(b, s) for b, s in row.segments),
-        headers=row.headers,
-        checksums=row.checksums,
-        tags=row.tags,
-        parts_count=row.parts_count,
-        data=row.data,
-    )
-
 
 # Statements of the write path, as plain SQL: building them with SQLAlchemy's expression
 # language on every write cost more than executing them (py-spy, 4 KiB PUT benchmark).
@@ -190,10 +175,6 @@ class ObjectRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.hot = HotReads(db)
-        self._get_object = select(t.objects).where(
-            and_(O.bucket == bindparam("b"), O.key == bindparam("k"))
-        )
-        self._get_bucket = select(t.buckets).where(t.buckets.c.name == bindparam("b"))
 
     # buckets --------------------------------------------------------------------------
     def create_bucket(self, name: str, account_id: int, region: str) -> Bucket:
