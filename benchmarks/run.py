@@ -47,6 +47,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short phases: a smoke run")
     parser.add_argument("--duration", type=float, help="seconds per phase (15; quick 3)")
     parser.add_argument("--list-keys", type=int, default=10_000, help="keys in the listing")
+    parser.add_argument(
+        "--unsigned-payload",
+        action="store_true",
+        help="send PUT bodies as UNSIGNED-PAYLOAD instead of signing their SHA-256",
+    )
     parser.add_argument("--output", type=Path, default=BENCH_DIR / "RESULTS.md")
     parser.add_argument("--json", type=Path, default=BENCH_DIR / "results.json")
     parser.add_argument(
@@ -99,6 +104,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "profile_dir": args.profile,
         "quiet_wait": args.quiet_wait,
         "retries": args.retries,
+        "sign_payload": not args.unsigned_payload,
     }
     if args.duration is not None:
         changes["duration"] = args.duration
@@ -113,7 +119,12 @@ async def bench_server(server: Server, settings: Settings) -> JSONDict:
     print(f"== {server.title} on {server.endpoint}", flush=True)
     try:
         server.start()
-        client = S3Client(server.endpoint, server.access_key, server.secret_key)
+        client = S3Client(
+            server.endpoint,
+            server.access_key,
+            server.secret_key,
+            sign_payload=settings.sign_payload,
+        )
         doc["startup_s"] = round(await server.wait_ready(client), 2)
         doc["pid"] = server.pid
         with procstats.RssSampler(server.pid) as sampler:
@@ -190,12 +201,22 @@ def notes_for(servers: JSONDict) -> list[str]:
 
 
 def reproduce_command(argv: list[str]) -> str:
+    """The command line that reproduces the figures: where the report goes is left out."""
     python = Path(sys.executable)
     try:
         python_text = str(python.relative_to(REPO))
     except ValueError:
         python_text = str(python)
-    return shlex.join([python_text, "benchmarks/run.py", *argv])
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--output", "--json"):
+            skip = True
+        elif not arg.startswith(("--output=", "--json=", "--keep-work")):
+            kept.append(arg)
+    return shlex.join([python_text, "benchmarks/run.py", *kept])
 
 
 def write_report(

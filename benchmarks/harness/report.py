@@ -216,10 +216,16 @@ def markdown(doc: JSONDict) -> str:
         f"{s['list_concurrency']}, untimed), then ListObjectsV2 in pages of {s['list_page']} "
         f"until the end, {s['list_repeats']} time(s); the median wall time.",
         "- One client for all servers: asyncio + aiohttp, keep-alive, path-style URLs, every "
-        "request signed with botocore's SigV4 signer (`S3SigV4Auth`). Payload mode: the body's "
-        "SHA-256 in `x-amz-content-sha256`, signed — what boto3 and the aws CLI send to an "
-        "`http://` endpoint; the digest of each distinct 64 MiB body is computed once, "
-        "outside the timing. nginx receives the same signed requests and ignores the headers.",
+        "request signed with botocore's SigV4 signer (`S3SigV4Auth`). "
+        + (
+            "Payload mode: the body's SHA-256 in `x-amz-content-sha256`, signed — what boto3 "
+            "and the aws CLI send to an `http://` endpoint; the digest of each distinct 64 MiB "
+            "body is computed once, outside the timing."
+            if s.get("sign_payload", True)
+            else "Payload mode: `UNSIGNED-PAYLOAD` (what boto3 sends over TLS; not its choice "
+            "for an `http://` endpoint), so no server has a body hash to verify."
+        )
+        + " nginx receives the same signed requests and ignores the headers.",
         "- Every GET body is checked (length and CRC-32) against what was PUT; every HEAD's "
         "Content-Length; a sample of deleted keys must answer 404; each listing must return "
         "exactly the keys created, in order.",

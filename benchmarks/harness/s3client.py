@@ -8,6 +8,8 @@ traffic a provider node really sees on plain HTTP, and it is the strictest mode 
 that verifies signatures: it must hash every body it receives. moto and LocalStack check
 nothing; the same bytes go to every server. The digest of a large body is computed once
 (outside the timing) and reused; the signature itself is computed per request.
+``sign_payload=False`` sends UNSIGNED-PAYLOAD instead (what boto3 does over TLS), to measure
+what verifying the payload hash costs a server.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from yarl import URL
 
 REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 
@@ -89,8 +92,10 @@ class S3Client:
         *,
         connections: int = 64,
         request_timeout: float = 120.0,
+        sign_payload: bool = True,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.sign_payload = sign_payload
         self._host = URL(self.endpoint).raw_authority
         self._credentials = Credentials(access_key, secret_key)
         self._auth = _PrehashedS3SigV4Auth(self._credentials, "s3", REGION)
@@ -144,7 +149,8 @@ class S3Client:
             return resp.status
 
     async def put(self, bucket: str, key: str, payload: Payload) -> None:
-        url, headers = self.signed("PUT", f"/{bucket}/{quote_key(key)}", payload.sha256)
+        digest = payload.sha256 if self.sign_payload else UNSIGNED_PAYLOAD
+        url, headers = self.signed("PUT", f"/{bucket}/{quote_key(key)}", digest)
         async with self.session.put(url, headers=headers, data=payload.body) as resp:
             body = await resp.read()
             if resp.status != 200:

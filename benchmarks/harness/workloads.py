@@ -56,6 +56,7 @@ class Settings:
     seed: int = 20260324
     quiet_wait: float = 0.0  # before each timed phase, wait up to this for an idle machine
     retries: int = 2  # reruns of a phase disturbed by other load; the cleanest run is kept
+    sign_payload: bool = True  # x-amz-content-sha256: the body's SHA-256, or UNSIGNED-PAYLOAD
     profile_dir: Path | None = None
     profile_phases: tuple[str, ...] = ("large_put", "large_get", "small_put", "small_get")
 
