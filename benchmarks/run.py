@@ -189,6 +189,12 @@ def notes_for(servers: JSONDict) -> list[str]:
                 f"{doc['title']}: up to {load:.2f} cores of other load during a phase even "
                 "after retries (a shared machine); those figures are not clean."
             )
+        if name == "silverlining":
+            notes.append(
+                "Silver Lining keeps its durability contract throughout: objects on disk, "
+                "fsynced before a write is acknowledged; every signature and every payload "
+                "SHA-256 verified."
+            )
         if name == "moto":
             notes.append("moto keeps objects in memory and checks no signature.")
         if name == "localstack":

@@ -4,7 +4,7 @@
 #
 #   benchmarks/.peers/client      python3.11: aiohttp + botocore (the one benchmark client), py-spy
 #   benchmarks/.peers/moto        python3.11: moto[server]
-#   benchmarks/.peers/localstack  python 3.13 (pyenv): localstack-core with the pins PEERS.md gives
+#   benchmarks/.peers/localstack  python 3.13 (pyenv): localstack-core[runtime], PEERS.md pins
 #   nginx, wrk                    Debian packages (apt-get)
 set -euo pipefail
 

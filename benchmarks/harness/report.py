@@ -103,11 +103,15 @@ def machine() -> JSONDict:
 
 
 def filesystem_of(path: Path) -> str:
+    """Device, type and mount options of the file system holding ``path``."""
     done = subprocess.run(
-        ["df", "--output=fstype,source", str(path)], capture_output=True, text=True, check=False
+        ["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--target", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    lines = done.stdout.split("\n")
-    return " ".join(lines[1].split()) if len(lines) > 1 else "unknown"
+    parts = done.stdout.split()
+    return f"{parts[1]} on {parts[0]} ({parts[2]})" if len(parts) == 3 else "unknown"
 
 
 # --- Markdown ---------------------------------------------------------------------------------
@@ -214,7 +218,8 @@ def markdown(doc: JSONDict) -> str:
         "GET/HEAD pick random keys among those PUT.",
         f"- Listing: {s['list_keys']:,} keys created beforehand (concurrency "
         f"{s['list_concurrency']}, untimed), then ListObjectsV2 in pages of {s['list_page']} "
-        f"until the end, {s['list_repeats']} time(s); the median wall time.",
+        f"until the end: one untimed listing, then {s['list_repeats']} timed; the median "
+        "wall time.",
         "- One client for all servers: asyncio + aiohttp, keep-alive, path-style URLs, every "
         "request signed with botocore's SigV4 signer (`S3SigV4Auth`). "
         + (
@@ -295,7 +300,14 @@ def markdown(doc: JSONDict) -> str:
             wrk_row("4 KiB GET, requests/s", "small_get", "requests_per_s"),
         ],
     )
-    out += ["", "## Targets (issue 3)", ""]
+    out += [
+        "",
+        "## Targets (issue 3)",
+        "",
+        "Separate clean runs on this machine differ by up to ~20% (a peer's 4 KiB figures "
+        "most), so a ratio within that margin of its threshold is not a firm result: rerun.",
+        "",
+    ]
     target_rows = []
     for t in doc["targets"]:
         met = {True: "**met**", False: "**not met**", None: "n/a (not measured)"}[t["met"]]
