@@ -19,7 +19,9 @@ CHUNK = 1024 * 1024
 REVERSE_LISTING = "reverse-listing"  # <Contents> of listings in reverse order
 DROP_ETAG = "drop-etag"  # no ETag header on any response
 FLIP_RANGE_BYTE = "flip-range-byte"  # the first byte of every 206 body altered
-FAULTS = frozenset({REVERSE_LISTING, DROP_ETAG, FLIP_RANGE_BYTE})
+FAIL_PROVISION = "fail-provision"  # OSB provisions (PUT /v2/service_instances/ID) answer 500
+FAULTS = frozenset({REVERSE_LISTING, DROP_ETAG, FLIP_RANGE_BYTE, FAIL_PROVISION})
+_PROVISION = re.compile(r"^/v2/service_instances/[^/?]+(\?.*)?$")
 
 _CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -59,6 +61,16 @@ class FaultProxy:
 
             def _forward(self) -> None:
                 proxy.requests += 1
+                if (FAIL_PROVISION in proxy.faults and self.command == "PUT"
+                        and _PROVISION.match(self.path)):
+                    body = b'{"description": "injected failure: the broker is broken"}'
+                    self.send_response_only(500)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    self.wfile.write(body)
+                    return
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
                     self.send_error(501, "the fault proxy does not forward chunked requests")
                     return

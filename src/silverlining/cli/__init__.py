@@ -6,6 +6,7 @@ import click
 
 from silverlining import __version__
 from silverlining.cli.broker import broker, usage
+from silverlining.cli.market import market
 from silverlining.cli.node import accounts, keys, serve
 from silverlining.core.cli import core
 
@@ -16,8 +17,8 @@ def cli() -> None:
     """Silver Lining: an open-source reference cloud for a federated market.
 
     Run a provider node (serve), manage its tenants (accounts, keys), its service broker
-    (broker) and metered usage (usage), and check any S3 endpoint with the conformance kit
-    (core).
+    (broker) and metered usage (usage), check any S3 endpoint with the conformance kit
+    (core), and run or use the federated market (market).
     """
 
 
@@ -27,6 +28,7 @@ cli.add_command(keys)
 cli.add_command(core)
 cli.add_command(broker)
 cli.add_command(usage)
+cli.add_command(market)
 
 
 def main() -> None:

@@ -1,0 +1,477 @@
+"""``silverlining market ...``: run the market (serve) and use it (everything else, a client of
+its JSON API: ``--market URL`` / ``SILVERLINING_MARKET_URL`` and ``--token`` /
+``SILVERLINING_MARKET_TOKEN``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from silverlining.market.client import DEFAULT_URL, ApiError, MarketClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_DATA_DIR = "./market-data"
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def client_options(fn: F) -> F:
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+    fn = click.option("--token", envvar="SILVERLINING_MARKET_TOKEN", default=None,
+                      help="Your market token (env SILVERLINING_MARKET_TOKEN).")(fn)
+    return click.option("--market", "market_url", envvar="SILVERLINING_MARKET_URL",
+                        default=DEFAULT_URL, show_default=True,
+                        help="The market's URL (env SILVERLINING_MARKET_URL).")(fn)
+
+
+def _call(market_url: str, token: str | None, method: str, path: str, *,
+          body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    if not token:
+        _fail("no token: pass --token or set SILVERLINING_MARKET_TOKEN", 2)
+    client = MarketClient(market_url, token)
+    try:
+        return client.call(method, path, body=body, params=params)
+    except ApiError as error:
+        if error.status is None:
+            _fail(str(error), 2)
+        order = error.body.get("order")
+        if isinstance(order, dict) and order.get("attempts"):
+            _print_attempts(order["attempts"], err=True)
+        _fail(str(error))
+    finally:
+        client.close()
+
+
+def _emit(as_json: bool, data: Any, human: Callable[[], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        human()
+
+
+def _console(err: bool = False) -> Console:
+    return Console(stderr=err, highlight=False, soft_wrap=True)
+
+
+def _table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    _console().print(table)
+
+
+@click.group()
+def market() -> None:
+    """The federated market: run it (serve), onboard providers, compare offers, buy."""
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+@market.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=DEFAULT_DATA_DIR, show_default=True, envvar="SILVERLINING_MARKET_DATA_DIR",
+              help="Database (SQLite default), market key and signing key.")
+@click.option("--database-url", default=None, envvar="SILVERLINING_MARKET_DATABASE_URL",
+              help="PostgreSQL instead of SQLite, e.g. postgresql://user:pw@host/market.")
+@click.option("--listing-level", type=click.Choice(["s3-basic", "s3-full"]),
+              default="s3-basic", show_default=True,
+              help="The Core level a provider must be certified at to be listed.")
+@click.option("--recertify-interval", type=click.FloatRange(min=1), default=86_400.0,
+              show_default=True, help="Seconds between re-certifications of each provider.")
+@click.option("--refresh-interval", type=click.FloatRange(min=1), default=3_600.0,
+              show_default=True, help="Seconds between reads of each provider's catalog.")
+@click.option("--broker-timeout", type=click.FloatRange(min=0.1), default=30.0,
+              show_default=True, help="Seconds a provider's broker may take to answer.")
+@click.option("--core-workers", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Core checks run in parallel during certification.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host: str, port: int, data_dir: Path, database_url: str | None, listing_level: str,
+          recertify_interval: float, refresh_interval: float, broker_timeout: float,
+          core_workers: int, log_level: str) -> None:
+    """Run the market: JSON API under /api/v1/, OSB broker under /v2/."""
+    import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from silverlining.market.accounts import ensure_admin
+    from silverlining.market.server import create_app
+    from silverlining.market.state import MarketState, Settings
+    from silverlining.market.store import StoreError
+    from silverlining.market.vault import VaultError
+
+    settings = Settings(
+        data_dir=data_dir, database_url=database_url, listing_level=listing_level,
+        recertify_interval=recertify_interval, refresh_interval=refresh_interval,
+        broker_timeout=broker_timeout, core_workers=core_workers)
+    try:
+        state = MarketState.open(settings)
+        token = ensure_admin(state)
+    except (StoreError, VaultError, SQLAlchemyError, OSError, ImportError) as error:
+        _fail(f"cannot open the market's data: {str(error).splitlines()[0]}", 2)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    click.echo(f"Silver Lining market on http://{host}:{port}  (data: {data_dir}"
+               + (", database: PostgreSQL" if database_url else "") + ")")
+    if token is not None:
+        click.echo("First start: created the account 'admin'. Its token, shown this once "
+                   "(keep it secret):")
+        click.echo(f"  {token}")
+        click.echo(f"  export SILVERLINING_MARKET_URL=http://{host}:{port} "
+                   "SILVERLINING_MARKET_TOKEN=<that token>")
+    sys.stdout.flush()
+    app = create_app(state)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    server_header=False)
+    finally:
+        state.close()
+
+
+# --- accounts and tokens ---------------------------------------------------------------------
+
+@market.group("accounts")
+def accounts_group() -> None:
+    """Market accounts (admin): buyers, provider operators, admins."""
+
+
+@accounts_group.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["buyer", "provider", "admin"]), default="buyer",
+              show_default=True)
+@client_options
+def accounts_create(name: str, role: str, market_url: str, token: str | None,
+                    as_json: bool) -> None:
+    """Create an account; prints its token once."""
+    out = _call(market_url, token, "POST", "/accounts", body={"name": name, "role": role})
+    _emit(as_json, out, lambda: click.echo(
+        f"Created {role} account {name!r}. Its token (shown this once):\n  {out['token']}"))
+
+
+@accounts_group.command("list")
+@client_options
+def accounts_list(market_url: str, token: str | None, as_json: bool) -> None:
+    out = _call(market_url, token, "GET", "/accounts")
+    _emit(as_json, out, lambda: _table("Accounts", ["name", "role", "created"], [
+        [a["name"], a["role"], a["created_at"]] for a in out]))
+
+
+@market.group("tokens")
+def tokens_group() -> None:
+    """API tokens (admin)."""
+
+
+@tokens_group.command("create")
+@click.argument("account")
+@client_options
+def tokens_create(account: str, market_url: str, token: str | None, as_json: bool) -> None:
+    """Another token for ACCOUNT; printed once."""
+    out = _call(market_url, token, "POST", f"/accounts/{account}/tokens")
+    _emit(as_json, out, lambda: click.echo(f"{out['token']}\n(token id {out['token_id']})"))
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id")
+@client_options
+def tokens_revoke(token_id: str, market_url: str, token: str | None, as_json: bool) -> None:
+    out = _call(market_url, token, "DELETE", f"/tokens/{token_id}")
+    _emit(as_json, out, lambda: click.echo(f"Revoked token {token_id}."))
+
+
+# --- providers --------------------------------------------------------------------------------
+
+@market.group("providers")
+def providers_group() -> None:
+    """Providers: onboard, certify, list, delist."""
+
+
+def _print_certification(cert: dict[str, Any], provider: dict[str, Any]) -> None:
+    console = _console()
+    if cert["passed"]:
+        console.print(f"[green]{provider['name']} is listed[/green]: Core certified "
+                      f"{cert['certified']} ({cert['finished_at']}).")
+    else:
+        console.print(f"[red]{provider['name']} is {provider['status']}[/red]: "
+                      f"{provider.get('status_reason') or cert.get('error')}")
+    if cert["failed"]:
+        _table("Checks that did not pass", ["check", "status", "statement", "reason"], [
+            [f["id"], f["status"], f["statement"], (f.get("reason") or "")[:160]]
+            for f in cert["failed"]])
+
+
+@providers_group.command("add")
+@click.argument("name")
+@click.option("--broker-url", required=True, help="The provider's broker (node) URL.")
+@click.option("--broker-user", required=True)
+@click.option("--broker-password", default=None, help="Or --broker-password-stdin.")
+@click.option("--broker-password-stdin", is_flag=True, help="Read the password from stdin.")
+@client_options
+def providers_add(name: str, broker_url: str, broker_user: str, broker_password: str | None,
+                  broker_password_stdin: bool, market_url: str, token: str | None,
+                  as_json: bool) -> None:
+    """Onboard a provider: certify it with Core; it is listed only if it passes."""
+    if broker_password_stdin:
+        broker_password = sys.stdin.readline().rstrip("\n")
+    if not broker_password:
+        _fail("give --broker-password or --broker-password-stdin", 2)
+    if not as_json:
+        click.echo(f"Certifying {name} (Core s3-full through a throw-away tenant)...")
+    out = _call(market_url, token, "POST", "/providers", body={
+        "name": name, "broker_url": broker_url, "broker_user": broker_user,
+        "broker_password": broker_password})
+    _emit(as_json, out, lambda: _print_certification(out["certification"], out["provider"]))
+    if not out["certification"]["passed"]:
+        sys.exit(1)
+
+
+@providers_group.command("list")
+@client_options
+def providers_list(market_url: str, token: str | None, as_json: bool) -> None:
+    """Every provider with its certification level, report time and status."""
+    out = _call(market_url, token, "GET", "/providers")
+    _emit(as_json, out, lambda: _table("Providers", [
+        "name", "status", "level", "certified at", "region", "jurisdiction", "endpoint",
+        "note"], [[p["name"], p["status"], p["level"], p["certified_at"], p["region"],
+                   p["jurisdiction"], p["endpoint"], (p["status_reason"] or "")[:80]]
+                  for p in out]))
+
+
+@providers_group.command("show")
+@click.argument("name")
+@client_options
+def providers_show(name: str, market_url: str, token: str | None, as_json: bool) -> None:
+    out = _call(market_url, token, "GET", f"/providers/{name}")
+
+    def human() -> None:
+        for key in ("name", "status", "status_reason", "level", "certified_at", "broker_url",
+                    "endpoint", "region", "jurisdiction", "catalog_at", "catalog_error"):
+            if out.get(key) is not None:
+                click.echo(f"{key.replace('_', ' '):>15}: {out[key]}")
+        _table("Certifications", ["id", "finished", "certified", "passed", "failed checks"], [
+            [c["id"], c["finished_at"], c["certified"], "yes" if c["passed"] else "no",
+             ", ".join(f["id"] for f in c["failed"])[:100] or c.get("error")]
+            for c in out["certifications"]])
+
+    _emit(as_json, out, human)
+
+
+@providers_group.command("recertify")
+@click.argument("name")
+@client_options
+def providers_recertify(name: str, market_url: str, token: str | None, as_json: bool) -> None:
+    """Run Core against NAME now; list or delist it on the outcome."""
+    out = _call(market_url, token, "POST", f"/providers/{name}/recertify")
+    _emit(as_json, out, lambda: _print_certification(out["certification"], out["provider"]))
+    if not out["certification"]["passed"]:
+        sys.exit(1)
+
+
+@providers_group.command("refresh")
+@click.argument("name")
+@client_options
+def providers_refresh(name: str, market_url: str, token: str | None, as_json: bool) -> None:
+    """Read NAME's catalog (plans and prices) now."""
+    out = _call(market_url, token, "POST", f"/providers/{name}/refresh")
+    _emit(as_json, out, lambda: click.echo(f"Catalog of {name} read at {out['catalog_at']}."))
+
+
+@providers_group.command("delist")
+@click.argument("name")
+@click.option("--reason", required=True)
+@client_options
+def providers_delist(name: str, reason: str, market_url: str, token: str | None,
+                     as_json: bool) -> None:
+    """Take NAME off the market (its subscriptions keep working, flagged)."""
+    out = _call(market_url, token, "POST", f"/providers/{name}/delist", body={"reason": reason})
+    _emit(as_json, out, lambda: click.echo(f"{name} is {out['status']}."))
+
+
+@market.command("report")
+@click.argument("certification_id")
+@client_options
+def report(certification_id: str, market_url: str, token: str | None, as_json: bool) -> None:
+    """Print a certification's signed Core report (check it with `silverlining core verify`)."""
+    out = _call(market_url, token, "GET", f"/certifications/{certification_id}/report")
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+# --- offers and buying ------------------------------------------------------------------------
+
+def profile_options(fn: F) -> F:
+    for option in reversed([
+        click.option("--region", default=None),
+        click.option("--jurisdiction", default=None, help="e.g. DE, FR, US."),
+        click.option("--min-level", type=click.Choice(["s3-basic", "s3-full"]), default=None),
+        click.option("--currency", default=None, help="Only offers priced in it (EUR, USD)."),
+        click.option("--max-price-gb-month", type=Decimal, default=None),
+        click.option("--max-price-egress-gb", type=Decimal, default=None),
+        click.option("--expect-gb", type=Decimal, default=Decimal(0), show_default=True,
+                     help="GB you expect to store (monthly average)."),
+        click.option("--expect-egress-gb", type=Decimal, default=Decimal(0),
+                     show_default=True, help="GB you expect to download per month."),
+        click.option("--expect-requests", type=click.IntRange(min=0), default=0,
+                     show_default=True, help="Requests you expect per month."),
+        click.option("--write-share", type=Decimal, default=Decimal("0.2"), show_default=True,
+                     help="The share of those requests that are writes (PUT, LIST, ...)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _profile(kw: dict[str, Any]) -> dict[str, Any]:
+    out = {k: kw.pop(k) for k in ("region", "jurisdiction", "min_level", "currency",
+                                  "max_price_gb_month", "max_price_egress_gb", "expect_gb",
+                                  "expect_egress_gb", "expect_requests", "write_share")}
+    return {k: str(v) if isinstance(v, Decimal) else v for k, v in out.items()}
+
+
+def _money(prices: dict[str, str], key: str) -> str:
+    return f"{prices[key]} {prices['currency']}"
+
+
+@market.command()
+@profile_options
+@click.option("--provider", default=None)
+@click.option("--sort", type=click.Choice(["estimate", "price_gb_month", "price_egress_gb",
+                                           "provider", "region", "level"]),
+              default="estimate", show_default=True)
+@client_options
+def offers(provider: str | None, sort: str, market_url: str, token: str | None, as_json: bool,
+           **kw: Any) -> None:
+    """Every plan of every listed provider, with what your usage profile would cost."""
+    params = {**_profile(kw), "provider": provider, "sort": sort}
+    out = _call(market_url, token, "GET", "/offers", params=params)
+    _emit(as_json, out, lambda: _table("Offers", [
+        "provider", "plan", "region", "jurisdiction", "level", "GB-month", "egress GB",
+        "1k writes", "1k reads", "expected / month"], [
+        [o["provider"], o["plan"], o["region"], o["jurisdiction"], o["level"],
+         _money(o["prices"], "gb_month"), _money(o["prices"], "egress_gb"),
+         o["prices"]["write_1k"], o["prices"]["read_1k"],
+         f"{o['expected_monthly_cost']} {o['prices']['currency']}"] for o in out]))
+
+
+def _print_attempts(attempts: list[dict[str, Any]], err: bool = False) -> None:
+    console = _console(err)
+    for a in attempts:
+        style = {"provisioned": "green", "failed": "red"}.get(a["outcome"], "yellow")
+        console.print(f"  [{style}]{a['outcome']}[/{style}] {a['provider']} ({a['plan']}, "
+                      f"expected {a['expected_monthly_cost']}/month)"
+                      + (f": {a['error']}" if a.get("error") else ""))
+
+
+@market.command()
+@click.argument("service", type=click.Choice(["object-storage"]))
+@profile_options
+@click.option("--policy", type=click.Choice(["cheapest", "spread"]), default="cheapest",
+              show_default=True)
+@click.option("--copies", type=click.IntRange(1, 10), default=1, show_default=True,
+              help="With --policy spread: subscriptions on this many distinct providers.")
+@click.option("--preview", is_flag=True, help="Show the ranked offers; buy nothing.")
+@client_options
+def buy(service: str, policy: str, copies: int, preview: bool, market_url: str,
+        token: str | None, as_json: bool, **kw: Any) -> None:
+    """Buy SERVICE from the best matching offer(s); prints the endpoint and keys."""
+    body = {"service": service, **_profile(kw), "policy": policy, "copies": copies}
+    body = {k: v for k, v in body.items() if v is not None}
+    if preview:
+        out = _call(market_url, token, "POST", "/orders/preview", body=body)
+        _emit(as_json, out, lambda: _table("Candidates, best first", [
+            "provider", "plan", "region", "level", "expected / month"], [
+            [o["provider"], o["plan"], o["region"], o["level"],
+             f"{o['expected_monthly_cost']} {o['prices']['currency']}"]
+            for o in out["candidates"]]))
+        return
+    out = _call(market_url, token, "POST", "/orders", body=body)
+
+    def human() -> None:
+        click.echo(f"Order {out['id']}: {out['message']}")
+        _print_attempts(out["attempts"])
+        for sub in out["subscriptions"]:
+            click.echo(f"\nSubscription {sub['id']} at {sub['provider']} ({sub['plan']}, "
+                       f"{sub['region']})")
+            click.echo(f"  endpoint:          {sub['endpoint']}")
+            click.echo(f"  access key id:     {sub['access_key_id']}")
+            click.echo(f"  secret access key: {sub['secret_access_key']}")
+            p = sub["prices"]
+            click.echo(f"  prices (fixed):    {p['gb_month']} {p['currency']}/GB-month, "
+                       f"{p['egress_gb']}/GB egress, {p['write_1k']}/1k writes, "
+                       f"{p['read_1k']}/1k reads")
+        click.echo("\nUse it with any S3 client, e.g.:\n  aws --endpoint-url "
+                   f"{out['subscriptions'][0]['endpoint']} s3 ls")
+
+    _emit(as_json, out, human)
+
+
+@market.command()
+@click.option("--all", "everyone", is_flag=True, help="Admin: every buyer's.")
+@client_options
+def subscriptions(everyone: bool, market_url: str, token: str | None, as_json: bool) -> None:
+    """Your subscriptions."""
+    out = _call(market_url, token, "GET", "/subscriptions",
+                params={"all": "true" if everyone else None})
+    _emit(as_json, out, lambda: _table("Subscriptions", [
+        "id", "provider", "plan", "status", "flags", "endpoint", "access key id", "created"], [
+        [s["id"], s["provider"], s["plan"], s["status"], ",".join(s["flags"]),
+         s["endpoint"], s["access_key_id"], s["created_at"]] for s in out]))
+
+
+@market.command()
+@click.argument("subscription_id")
+@click.option("--reveal", is_flag=True, help="Include the secret access key.")
+@client_options
+def subscription(subscription_id: str, reveal: bool, market_url: str, token: str | None,
+                 as_json: bool) -> None:
+    """One subscription, its endpoint and keys."""
+    out = _call(market_url, token, "GET", f"/subscriptions/{subscription_id}",
+                params={"reveal": "true" if reveal else None})
+
+    def human() -> None:
+        for key, value in out.items():
+            click.echo(f"{key.replace('_', ' '):>18}: {value}")
+
+    _emit(as_json, out, human)
+
+
+@market.command()
+@click.argument("subscription_id")
+@click.option("--yes", is_flag=True, help="Do not ask: the provider deletes the data.")
+@client_options
+def cancel(subscription_id: str, yes: bool, market_url: str, token: str | None,
+           as_json: bool) -> None:
+    """Cancel a subscription: the provider DELETES every bucket and object in it."""
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("cancelling deletes the subscription's data at the provider; "
+                  "confirm with --yes", 2)
+        click.confirm(f"Cancel {subscription_id}? The provider will delete all of its "
+                      "buckets and objects", abort=True)
+    out = _call(market_url, token, "DELETE", f"/subscriptions/{subscription_id}")
+    _emit(as_json, out, lambda: click.echo(
+        f"Cancelled {subscription_id} at {out['provider']}; its data is deleted."))
+
+
+@market.command()
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Entries after this seq.")
+@client_options
+def audit(limit: int, after: int, market_url: str, token: str | None, as_json: bool) -> None:
+    """The market's audit log (admin): every state change."""
+    out = _call(market_url, token, "GET", "/audit", params={"limit": limit, "after": after})
+    _emit(as_json, out, lambda: _table("Audit log", ["seq", "at", "actor", "action", "subject",
+                                                     "detail"], [
+        [e["seq"], e["at"], e["actor"], e["action"], e["subject"],
+         json.dumps(e["detail"], sort_keys=True)[:120]] for e in out]))
