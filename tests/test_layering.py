@@ -25,6 +25,8 @@ def imports_of(package: str) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize(("package", "forbidden"), [
     ("core", ("silverlining.node", "silverlining.market", "silverlining.cli")),
+    # The market is a client of provider nodes (OSB, S3, federation API), never a part of one.
+    ("market", ("silverlining.node", "silverlining.cli")),
     ("node/domain", ("silverlining.node.protocol", "silverlining.node.app", "starlette",
                      "uvicorn", "silverlining.cli")),
     ("node/store", ("silverlining.node.protocol", "silverlining.node.domain.objects",

@@ -55,8 +55,6 @@ def test_onboarding_certifies_and_lists_all_three(federation: dict[str, Provider
     report = market.run("report", cert["id"]).stdout
     path = market.data_dir.parent / "alpha-report.json"
     path.write_text(report)
-    from tests.conftest import BIN
-    import subprocess
     verify = subprocess.run([str(BIN), "core", "verify", str(path)], capture_output=True,
                             text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -3,7 +3,8 @@
 Every route but ``/health`` needs ``Authorization: Bearer <token>``. Roles: ``admin`` can do
 everything; ``buyer`` sees offers and buys, sees and cancels its own subscriptions;
 ``provider`` (a provider's operator) onboards and recertifies its own providers. Errors are
-``{"detail": "..."}`` with the status saying what kind (401, 403, 404, 409, 422, 502).
+``{"detail": "..."}`` with the status saying what kind (401, 403, 404, 409, 422, and
+424 when a provider's broker failed a call the market needed).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from silverlining.market.state import (
     NotFound,
     Principal,
     Unauthorized,
+    Upstream,
 )
 
 API_PREFIX = "/api/v1"
@@ -102,7 +104,7 @@ class Error(BaseModel):
 
 Json = dict[str, Any]
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": Error} for s in (401, 403, 404, 409, 502)}
+    s: {"model": Error} for s in (401, 403, 404, 409, 424)}
 
 
 def _principal(request: Request, creds: Annotated[HTTPAuthorizationCredentials | None,
@@ -203,7 +205,7 @@ def build_api(state: MarketState) -> APIRouter:
         try:
             registry.refresh_catalog(state, who, provider.name)
         except (BrokerError, CatalogError) as error:
-            raise _Upstream(f"{provider.name}: {error}") from None
+            raise Upstream(f"{provider.name}: {error}") from None
         return registry.get_provider(state, provider.name).to_dict()
 
     @router.post("/providers/{name}/delist", tags=["providers"])
@@ -304,10 +306,6 @@ def build_api(state: MarketState) -> APIRouter:
                  "subject": r.subject, "detail": json.loads(r.detail_json)} for r in rows]
 
     return router
-
-
-class _Upstream(MarketError):
-    status = 502
 
 
 def _name(value: str, what: str) -> str:

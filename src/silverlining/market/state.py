@@ -73,9 +73,10 @@ class NoMatch(MarketError):
 
 
 class Upstream(MarketError):
-    """A provider's broker failed a call the market needed."""
+    """A provider's broker failed a call the market needed. 424 Failed Dependency (RFC 4918):
+    the market worked, the provider it depends on did not; the message names the provider."""
 
-    status = 502
+    status = 424
 
 
 @dataclass(frozen=True)
