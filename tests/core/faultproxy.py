@@ -20,7 +20,9 @@ REVERSE_LISTING = "reverse-listing"  # <Contents> of listings in reverse order
 DROP_ETAG = "drop-etag"  # no ETag header on any response
 FLIP_RANGE_BYTE = "flip-range-byte"  # the first byte of every 206 body altered
 FAIL_PROVISION = "fail-provision"  # OSB provisions (PUT /v2/service_instances/ID) answer 500
-FAULTS = frozenset({REVERSE_LISTING, DROP_ETAG, FLIP_RANGE_BYTE, FAIL_PROVISION})
+TAMPER_USAGE = "tamper-usage"  # signed usage batches: the first requests_read count raised
+FAULTS = frozenset({REVERSE_LISTING, DROP_ETAG, FLIP_RANGE_BYTE, FAIL_PROVISION, TAMPER_USAGE})
+_READS = re.compile(rb'("requests_read":\s*")(\d+)"')
 _PROVISION = re.compile(r"^/v2/service_instances/[^/?]+(\?.*)?$")
 
 _CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.DOTALL)
@@ -105,6 +107,7 @@ class FaultProxy:
                 rewrite = not no_body and (
                     (REVERSE_LISTING in proxy.faults and self.command == "GET")
                     or (FLIP_RANGE_BYTE in proxy.faults and response.status == 206)
+                    or (TAMPER_USAGE in proxy.faults and self.path.startswith("/federation/usage"))
                 )
                 length = response.getheader("Content-Length")
                 if no_body:
@@ -114,6 +117,10 @@ class FaultProxy:
                     body = response.read()
                     if REVERSE_LISTING in proxy.faults and b"<ListBucketResult" in body[:300]:
                         body = reverse_contents(body)
+                    if TAMPER_USAGE in proxy.faults and self.path.startswith("/federation/usage"):
+                        body = _READS.sub(
+                            lambda m: m.group(1) + str(int(m.group(2)) + 1000).encode() + b'"',
+                            body, count=1)
                     if FLIP_RANGE_BYTE in proxy.faults and response.status == 206 and body:
                         body = bytes([body[0] ^ 0xFF]) + body[1:]
                     headers = [(k, v) for k, v in headers if k.lower() != "content-length"]

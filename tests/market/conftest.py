@@ -53,8 +53,8 @@ description = "Hot object storage at {name}"
 currency = "EUR"
 price_gb_month = "{gb_month}"
 price_egress_gb = "{egress_gb}"
-price_write_1k = "0.0050"
-price_read_1k = "0.0004"
+price_write_1k = "{write_1k}"
+price_read_1k = "{read_1k}"
 """
 
 
@@ -74,7 +74,8 @@ class Provider:
 
 
 def start_provider(base: Path, name: str, region: str, jurisdiction: str, gb_month: str,
-                   egress_gb: str, *, proxied: bool = False) -> Provider:
+                   egress_gb: str, *, proxied: bool = False, write_1k: str = "0.0050",
+                   read_1k: str = "0.0004", extra_args: tuple[str, ...] = ()) -> Provider:
     data_dir = base / name
     data_dir.mkdir(parents=True)
     node = NodeProcess(data_dir)
@@ -82,8 +83,9 @@ def start_provider(base: Path, name: str, region: str, jurisdiction: str, gb_mon
     public = proxy.endpoint if proxy else node.endpoint
     config = base / f"{name}.toml"
     config.write_text(NODE_CONFIG.format(endpoint=public, jurisdiction=jurisdiction, name=name,
-                                         gb_month=gb_month, egress_gb=egress_gb))
-    node.extra_args = ("--config", str(config), "--region", region)
+                                         gb_month=gb_month, egress_gb=egress_gb,
+                                         write_1k=write_1k, read_1k=read_1k))
+    node.extra_args = ("--config", str(config), "--region", region, *extra_args)
     subprocess.run([str(BIN), "broker", "set-credentials", BROKER_USER, "--password-stdin",
                     "--data-dir", str(data_dir)], input=BROKER_PASSWORD + "\n", text=True,
                    check=True, capture_output=True)

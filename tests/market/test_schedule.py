@@ -45,7 +45,7 @@ def test_prices_refresh_and_recertification_on_schedule(
         assert provider.proxy is not None
         (base / "drifty.toml").write_text(NODE_CONFIG.format(
             endpoint=provider.proxy.endpoint, jurisdiction="IT", name="drifty",
-            gb_month="0.040", egress_gb="0.020"))
+            gb_month="0.040", egress_gb="0.020", write_1k="0.0050", read_1k="0.0004"))
         provider.node.start()
         eventually(lambda: market.json("offers")[0]["prices"]["gb_month"] == "0.040", 30,
                    "the new price in the offers")

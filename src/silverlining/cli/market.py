@@ -37,12 +37,12 @@ def client_options(fn: F) -> F:
 
 
 def _call(market_url: str, token: str | None, method: str, path: str, *,
-          body: Any = None, params: dict[str, Any] | None = None) -> Any:
+          body: Any = None, params: dict[str, Any] | None = None, text: bool = False) -> Any:
     if not token:
         _fail("no token: pass --token or set SILVERLINING_MARKET_TOKEN", 2)
     client = MarketClient(market_url, token)
     try:
-        return client.call(method, path, body=body, params=params)
+        return client.call(method, path, body=body, params=params, text=text)
     except ApiError as error:
         if error.status is None:
             _fail(str(error), 2)
@@ -96,6 +96,10 @@ def market() -> None:
               show_default=True, help="Seconds between re-certifications of each provider.")
 @click.option("--refresh-interval", type=click.FloatRange(min=1), default=3_600.0,
               show_default=True, help="Seconds between reads of each provider's catalog.")
+@click.option("--collect-interval", type=click.FloatRange(min=1), default=300.0,
+              show_default=True, help="Seconds between collections of usage records.")
+@click.option("--fee-percent", default="5", show_default=True,
+              help="The market's fee on every priced usage line, in percent.")
 @click.option("--broker-timeout", type=click.FloatRange(min=0.1), default=30.0,
               show_default=True, help="Seconds a provider's broker may take to answer.")
 @click.option("--core-workers", type=click.IntRange(1, 64), default=8, show_default=True,
@@ -103,8 +107,8 @@ def market() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(host: str, port: int, data_dir: Path, database_url: str | None, listing_level: str,
-          recertify_interval: float, refresh_interval: float, broker_timeout: float,
-          core_workers: int, log_level: str) -> None:
+          recertify_interval: float, refresh_interval: float, collect_interval: float,
+          fee_percent: str, broker_timeout: float, core_workers: int, log_level: str) -> None:
     """Run the market: JSON API under /api/v1/, OSB broker under /v2/."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -118,7 +122,14 @@ def serve(host: str, port: int, data_dir: Path, database_url: str | None, listin
     settings = Settings(
         data_dir=data_dir, database_url=database_url, listing_level=listing_level,
         recertify_interval=recertify_interval, refresh_interval=refresh_interval,
+        collect_interval=collect_interval, fee_percent=fee_percent,
         broker_timeout=broker_timeout, core_workers=core_workers)
+    try:
+        fee = Decimal(fee_percent)
+    except ArithmeticError:
+        fee = Decimal(-1)
+    if not fee.is_finite() or not 0 <= fee < 100:
+        _fail("--fee-percent is a number from 0 to 100 (exclusive)", 2)
     try:
         state = MarketState.open(settings)
         token = ensure_admin(state)
@@ -475,3 +486,204 @@ def audit(limit: int, after: int, market_url: str, token: str | None, as_json: b
                                                      "detail"], [
         [e["seq"], e["at"], e["actor"], e["action"], e["subject"],
          json.dumps(e["detail"], sort_keys=True)[:120]] for e in out]))
+
+
+# --- billing ----------------------------------------------------------------------------------
+
+@market.command()
+@client_options
+def collect(market_url: str, token: str | None, as_json: bool) -> None:
+    """Collect the providers' signed usage records now (admin; the schedule does it too)."""
+    out = _call(market_url, token, "POST", "/billing/collect")
+
+    def human() -> None:
+        click.echo(f"{out['subscriptions']} subscription(s), {out['batches']} signed batch(es): "
+                   f"{out['records_new']} new record(s), {out['records_known']} known, "
+                   f"{out['disputes']} dispute(s)")
+        for error in out["errors"]:
+            click.echo(f"  not collected: {error}", err=True)
+
+    _emit(as_json, out, human)
+
+
+@market.command()
+@client_options
+def disputes(market_url: str, token: str | None, as_json: bool) -> None:
+    """Usage the market refused (admin): bad signatures, changed closed hours."""
+    out = _call(market_url, token, "GET", "/billing/disputes")
+    _emit(as_json, out, lambda: _table("Disputes", ["at", "provider", "kind", "subscription",
+                                                    "detail"], [
+        [d["at"], d["provider"], d["kind"], d["subscription_id"], d["detail"][:120]]
+        for d in out]))
+
+
+@market.group()
+def ledger() -> None:
+    """The double-entry ledger (admin)."""
+
+
+@ledger.command("verify")
+@client_options
+def ledger_verify(market_url: str, token: str | None, as_json: bool) -> None:
+    """Prove the ledger: balanced transactions, each record priced once and right."""
+    out = _call(market_url, token, "GET", "/billing/ledger/verify")
+
+    def human() -> None:
+        state = "[green]balanced[/green]" if out["ok"] else "[red]NOT balanced[/red]"
+        _console().print(f"Ledger {state}: {out['transactions']} transactions, "
+                         f"{out['entries']} entries, sum {out['total_micro']} micro-units")
+        for problem in out["problems"]:
+            click.echo(f"  {problem}")
+
+    _emit(as_json, out, human)
+    if not out["ok"]:
+        sys.exit(1)
+
+
+@market.command()
+@click.argument("subscription_id")
+@client_options
+def usage(subscription_id: str, market_url: str, token: str | None, as_json: bool) -> None:
+    """A subscription's raw signed usage records beside the priced lines; the signatures are
+    checked here, on your machine, against the node's public key."""
+    from silverlining.market.billing import verify_batch
+
+    out = _call(market_url, token, "GET", f"/subscriptions/{subscription_id}/usage")
+    key = out["node_public_key"]
+    verified = {bid: bool(key) and verify_batch(doc, key) for bid, doc in out["batches"].items()}
+    out["signatures_verified"] = verified
+
+    def human() -> None:
+        click.echo(f"Subscription {subscription_id} at {out['provider']}; node key {key}")
+        ok = all(verified.values())
+        click.echo(f"{len(verified)} signed batch(es): "
+                   + ("all signatures verify" if ok else "SOME SIGNATURES DO NOT VERIFY"))
+        rows = []
+        for rec in out["records"]:
+            raw = rec["record"]
+            for line in rec["lines"] or [{"usage_type": "-", "quantity": "0", "unit": "",
+                                          "amount": "0"}]:
+                rows.append([rec["period_start"], raw["requests_read"], raw["requests_write"],
+                             raw["bytes_out"], raw["stored_byte_ms"], line["usage_type"],
+                             f"{line['quantity']} {line['unit']}", line["amount"],
+                             "yes" if verified.get(rec["batch_id"]) else "NO"])
+        _table("Usage (raw record | priced line)", [
+            "period", "reads", "writes", "bytes out", "byte-ms", "line", "quantity", "amount",
+            "signed"], rows)
+        click.echo(f"Total {out['total']} {out['prices']['currency']}")
+
+    _emit(as_json, out, human)
+
+
+@market.command()
+@click.option("--create", is_flag=True, help="Invoice a period now (--from, --to).")
+@click.option("--from", "start", default=None, help="Period start, ISO 8601.")
+@click.option("--to", "end", default=None, help="Period end (exclusive), ISO 8601.")
+@click.option("--account", default=None, help="Admin: the buyer to invoice.")
+@client_options
+def invoices(create: bool, start: str | None, end: str | None, account: str | None,
+             market_url: str, token: str | None, as_json: bool) -> None:
+    """Your invoices (monthly, and on demand with --create --from --to)."""
+    if create:
+        if not start or not end:
+            _fail("--create needs --from and --to", 2)
+        out = _call(market_url, token, "POST", "/invoices",
+                    body={"start": start, "end": end, "account": account})
+    else:
+        out = _call(market_url, token, "GET", "/invoices")
+    _emit(as_json, out, lambda: _table("Invoices", [
+        "id", "account", "period start", "period end", "kind", "total", "due"], [
+        [i["id"], i["account"], i["period_start"], i["period_end"], i["kind"],
+         f"{i['total']} {i['currency']}", f"{i['amount_due']} {i['currency']}"] for i in out]))
+
+
+@market.command()
+@click.argument("invoice_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="csv: FinOps FOCUS columns; --json is --format json.")
+@client_options
+def invoice(invoice_id: str, fmt: str, market_url: str, token: str | None,
+            as_json: bool) -> None:
+    """One invoice, itemised by subscription and usage type."""
+    fmt = "json" if as_json else fmt
+    if fmt == "csv":
+        click.echo(_call(market_url, token, "GET", f"/invoices/{invoice_id}",
+                         params={"format": "csv"}, text=True), nl=False)
+        return
+    out = _call(market_url, token, "GET", f"/invoices/{invoice_id}")
+    if fmt == "json":
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
+        return
+    click.echo(f"Invoice {out['id']} for {out['account']}: {out['period_start']} to "
+               f"{out['period_end']} ({out['kind']})")
+    _table(None, ["subscription", "provider", "usage", "quantity", "unit price", "amount"], [
+        [x["subscription_id"][:8], x["provider"], x["usage_type"],
+         f"{x['pricing_quantity'][:14]} {x['pricing_unit']}", x["unit_price"], x["amount"]]
+        for x in out["lines"]])
+    click.echo(f"Total {out['total']} {out['currency']}; amount due {out['amount_due']} "
+               f"{out['currency']}")
+
+
+@market.command()
+@click.argument("provider")
+@click.option("--from", "start", required=True, help="Period start, ISO 8601.")
+@click.option("--to", "end", required=True, help="Period end (exclusive), ISO 8601.")
+@client_options
+def statement(provider: str, start: str, end: str, market_url: str, token: str | None,
+              as_json: bool) -> None:
+    """What the market owes PROVIDER for a period (admin or its operator)."""
+    out = _call(market_url, token, "GET", f"/providers/{provider}/statement",
+                params={"start": start, "end": end})
+
+    def human() -> None:
+        for currency, part in out["currencies"].items():
+            _table(f"{provider}: {out['period_start']} to {out['period_end']}", [
+                "subscription", "usage", "quantity", "credited"], [
+                [x["subscription_id"][:8], x["usage_type"],
+                 f"{x['pricing_quantity'][:14]} {x['pricing_unit']}", x["amount"]]
+                for x in part["lines"]])
+            click.echo(f"Owed {part['owed']} {currency} (market fee {part['market_fee']})")
+
+    _emit(as_json, out, human)
+
+
+@market.group()
+def budget() -> None:
+    """Your monthly budget and its alerts."""
+
+
+@budget.command("set")
+@click.argument("amount", type=Decimal)
+@click.option("--currency", default="EUR", show_default=True)
+@click.option("--alerts", default="50,80,100", show_default=True,
+              help="Alert thresholds, percent of the budget.")
+@client_options
+def budget_set(amount: Decimal, currency: str, alerts: str, market_url: str, token: str | None,
+               as_json: bool) -> None:
+    """Set the monthly budget: alerts at the thresholds, new orders refused at 100%."""
+    try:
+        marks = [int(x) for x in alerts.split(",") if x.strip()]
+    except ValueError:
+        _fail("--alerts is a comma-separated list of percentages, e.g. 50,80,100", 2)
+    out = _call(market_url, token, "PUT", "/budget",
+                body={"amount": str(amount), "currency": currency, "thresholds": marks})
+    _emit(as_json, out, lambda: _print_budget(out))
+
+
+@budget.command("show")
+@client_options
+def budget_show(market_url: str, token: str | None, as_json: bool) -> None:
+    out = _call(market_url, token, "GET", "/budget")
+    _emit(as_json, out, lambda: _print_budget(out))
+
+
+def _print_budget(out: dict[str, Any]) -> None:
+    if out["budget"] is None:
+        click.echo(f"No budget. Charged in {out['month']}: {out['spend']}")
+    else:
+        click.echo(f"Budget {out['budget']} {out['currency']} per month; charged in "
+                   f"{out['month']}: {out['spend']} ({out['percent_used']}%)"
+                   + ("; NEW ORDERS BLOCKED" if out["blocked"] else ""))
+    for alert in out["alerts"]:
+        click.echo(f"  alert: {alert['threshold']}% reached at {alert['at']} "
+                   f"({alert['spend']} of {alert['budget']})")

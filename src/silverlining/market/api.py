@@ -15,13 +15,13 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from silverlining import __version__
-from silverlining.market import accounts, orders, registry, store
+from silverlining.market import accounts, billing, budgets, invoices, orders, registry, store
 from silverlining.market.offers import (
     SORT_KEYS,
     CatalogError,
@@ -96,6 +96,19 @@ class OrderCreate(_Body):
             profile=UsageProfile(self.expect_gb, self.expect_egress_gb, self.expect_requests,
                                  self.write_share),
             policy=self.policy, copies=self.copies, offer_id=self.offer_id)
+
+
+class InvoiceCreate(_Body):
+    start: str = Field(max_length=40, examples=["2026-11-01T00:00:00Z"])
+    end: str = Field(max_length=40, examples=["2026-12-01T00:00:00Z"])
+    account: str | None = Field(None, pattern=accounts.NAME.pattern,
+                                description="admin: the buyer to invoice")
+
+
+class BudgetSet(_Body):
+    amount: Annotated[Decimal, Field(gt=0, le=10**12, max_digits=24, decimal_places=6)]
+    currency: str = Field(pattern=r"^[A-Za-z]{3}$")
+    thresholds: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(None, max_length=20)
 
 
 class Error(BaseModel):
@@ -289,6 +302,77 @@ def build_api(state: MarketState) -> APIRouter:
     def cancel_subscription(subscription_id: str, who: Who) -> Json:
         """Cancel: unbind and deprovision. The provider deletes the data."""
         return orders.cancel(state, who, _name(subscription_id, "subscription"))
+
+    # -- billing -------------------------------------------------------------------------------
+    @router.post("/billing/collect", tags=["billing"])
+    def collect_usage(who: Admin) -> Json:
+        """Collect the providers' signed usage records now (the schedule does it too)."""
+        report = billing.collect(state, who)
+        budgets.check_alerts(state)
+        return report.to_dict()
+
+    @router.get("/billing/disputes", tags=["billing"])
+    def disputes(who: Admin) -> list[Json]:
+        """Usage batches or records the market refused: bad signatures, changed hours."""
+        return billing.list_disputes(state)
+
+    @router.get("/billing/ledger/verify", tags=["billing"])
+    def ledger_verify(who: Admin) -> Json:
+        """Every transaction balances; every record is priced once, as pricing says."""
+        return billing.verify_ledger(state)
+
+    @router.get("/subscriptions/{subscription_id}/usage", tags=["billing"])
+    def subscription_usage(subscription_id: str, who: Who) -> Json:
+        """The raw signed usage records of a subscription beside their priced lines."""
+        sub = orders.get_subscription(state, who, _name(subscription_id, "subscription"))
+        return billing.subscription_usage(state, sub)
+
+    @router.post("/invoices", status_code=201, tags=["billing"])
+    def create_invoice(body: InvoiceCreate, who: Who) -> list[Json]:
+        """Invoice a period now (one invoice per currency charged)."""
+        account_id = who.account_id
+        if body.account is not None and body.account != who.name:
+            if not who.is_admin:
+                raise Forbidden("only the admin can invoice another account")
+            account_id = next((a.id for a in accounts.list_accounts(state)
+                               if a.name == body.account), "")
+            if not account_id:
+                raise NotFound(f"no account named {body.account!r}")
+        return invoices.create_invoices(state, who, account_id, body.start, body.end)
+
+    @router.get("/invoices", tags=["billing"])
+    def list_invoices(who: Who) -> list[Json]:
+        return invoices.list_invoices(state, who)
+
+    @router.get("/invoices/{invoice_id}", tags=["billing"],
+                responses={200: {"content": {"text/csv": {}}}})
+    def show_invoice(invoice_id: str, who: Who,
+                     format: Literal["json", "csv"] = "json") -> Any:
+        """An invoice with its itemised lines; ``format=csv`` gives FOCUS columns."""
+        invoice = invoices.get_invoice(state, who, _name(invoice_id, "invoice"))
+        if format == "csv":
+            return PlainTextResponse(invoices.invoice_csv(invoice), media_type="text/csv")
+        return invoice
+
+    @router.get("/providers/{name}/statement", tags=["billing"])
+    def statement(name: str, who: Who, start: Annotated[str, Query(max_length=40)],
+                  end: Annotated[str, Query(max_length=40)]) -> Json:
+        """What the market owes a provider for a period, itemised, and the market's fee."""
+        return invoices.provider_statement(state, who, _name(name, "provider"), start, end)
+
+    @router.get("/budget", tags=["billing"])
+    def get_budget(who: Who) -> Json:
+        """This month's spend against the budget, and the alerts."""
+        return budgets.budget_status(state, who)
+
+    @router.put("/budget", tags=["billing"])
+    def put_budget(body: BudgetSet, who: Who) -> Json:
+        return budgets.set_budget(state, who, body.amount, body.currency, body.thresholds)
+
+    @router.delete("/budget", tags=["billing"])
+    def delete_budget(who: Who) -> Json:
+        budgets.clear_budget(state, who)
+        return budgets.budget_status(state, who)
 
     # -- audit ---------------------------------------------------------------------------------
     @router.get("/audit", tags=["market"])

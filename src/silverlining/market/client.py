@@ -35,13 +35,16 @@ class MarketClient:
         self._http.close()
 
     def call(self, method: str, path: str, *, body: Any = None,
-             params: dict[str, Any] | None = None) -> Any:
+             params: dict[str, Any] | None = None, text: bool = False) -> Any:
+        """The answer's JSON (or its text, with ``text``). Raises ApiError."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             resp = self._http.request(method, path, json=body, params=clean)
         except httpx.HTTPError as error:
             raise ApiError(f"cannot reach the market at {self.url}: "
                            f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+        if text and resp.status_code < 400:
+            return resp.text
         try:
             payload = resp.json()
         except ValueError:

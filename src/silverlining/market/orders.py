@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from silverlining.market import store
+from silverlining.market.budgets import ensure_can_order
 from silverlining.market.offers import (
     SERVICE_NAME,
     Offer,
@@ -175,6 +176,7 @@ def buy(state: MarketState, actor: Principal, request: OrderRequest) -> Order:
     All or nothing: if fewer than ``copies`` subscriptions can be made, the ones made are
     deprovisioned again and :class:`OrderFailed` says why, offer by offer.
     """
+    ensure_can_order(state, actor)
     ranked = match(state, request)
     order_id = str(uuid.uuid4())
     if not ranked:

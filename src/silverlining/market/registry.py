@@ -178,13 +178,16 @@ def add_provider(state: MarketState, actor: Principal, name: str, broker_url: st
     return get_provider(state, name), certification
 
 
-def broker_for(state: MarketState, provider: Provider) -> BrokerClient:
+def broker_password(state: MarketState, provider: Provider) -> str:
     with state.store.begin() as conn:
         sealed = conn.execute(select(store.providers.c.broker_password).where(
             store.providers.c.id == provider.id)).scalar_one()
-    password = state.vault.open(sealed, f"provider/{provider.id}")
-    return BrokerClient(provider.broker_url, provider.broker_user, password,
-                        timeout=state.settings.broker_timeout)
+    return state.vault.open(sealed, f"provider/{provider.id}")
+
+
+def broker_for(state: MarketState, provider: Provider) -> BrokerClient:
+    return BrokerClient(provider.broker_url, provider.broker_user,
+                        broker_password(state, provider), timeout=state.settings.broker_timeout)
 
 
 def may_manage(actor: Principal, provider: Provider) -> None:

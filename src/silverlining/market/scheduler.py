@@ -9,10 +9,11 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from sqlalchemy import insert, select, update
 
-from silverlining.market import registry, store
+from silverlining.market import billing, budgets, invoices, registry, store
 from silverlining.market.offers import CatalogError
 from silverlining.market.osbclient import BrokerError
 from silverlining.market.state import SYSTEM, MarketState, parse_time
@@ -27,7 +28,9 @@ class Scheduler:
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self._stop = threading.Event()
         s = state.settings
-        self.tick = max(0.5, min(60.0, min(s.refresh_interval, s.recertify_interval) / 4))
+        self.tick = max(0.5, min(60.0, min(s.refresh_interval, s.recertify_interval,
+                                           s.collect_interval) / 4))
+        self._collected: float = 0.0
         self._thread = threading.Thread(target=self._run, name="market-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -63,9 +66,19 @@ class Scheduler:
             return True
 
     def run_due(self) -> None:
-        """One round: whatever is due, provider by provider."""
+        """One round: whatever is due, provider by provider; then usage and invoices."""
         settings = self.state.settings
         now = dt.datetime.now(dt.UTC)
+        if time.monotonic() - self._collected >= settings.collect_interval:
+            self._collected = time.monotonic()
+            report = billing.collect(self.state, SYSTEM)
+            budgets.check_alerts(self.state)
+            for error in report.errors or []:
+                log.warning("usage not collected: %s", error)
+            # Last month's invoices, once it has ended (records arrive within the hour).
+            if now.day > 1 or now.hour >= 2:
+                previous = (now.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+                invoices.monthly_invoices(self.state, SYSTEM, previous)
         for provider in registry.list_providers(self.state):
             if self._stop.is_set():
                 return

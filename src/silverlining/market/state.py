@@ -31,6 +31,8 @@ class Settings:
     core_workers: int = 8
     recertify_interval: float = 86_400.0
     refresh_interval: float = 3_600.0
+    #: How often usage records are collected from the providers.
+    collect_interval: float = 300.0
     #: How long a broker call may take before the market gives up on it.
     broker_timeout: float = 30.0
     #: The market's cut of every priced usage line, in percent (issue 7's ledger).

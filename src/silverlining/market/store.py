@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Engine,
@@ -192,6 +193,107 @@ audit = Table(
     Column("action", String(64), nullable=False),
     Column("subject", Text, nullable=False),
     Column("detail_json", Text, nullable=False),
+)
+
+
+# --- billing (issue 7) ---------------------------------------------------------------------
+
+usage_cursors = Table(
+    "usage_cursors", metadata,
+    Column("subscription_id", String(36), primary_key=True),
+    Column("collected_until", String(32), nullable=False),  # every period before is stored
+    Column("period_seconds", Integer),
+)
+
+usage_batches = Table(
+    "usage_batches", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subscription_id", String(36), nullable=False, index=True),
+    Column("provider_id", String(36), nullable=False),
+    Column("fetched_at", String(32), nullable=False),
+    Column("document", Text, nullable=False),  # the node's signed batch, as received
+)
+
+usage_records = Table(
+    "usage_records", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("subscription_id", String(36), nullable=False),
+    Column("provider_id", String(36), nullable=False),
+    Column("batch_id", String(36), nullable=False),
+    Column("period_start", String(32), nullable=False),
+    Column("period_end", String(32), nullable=False),
+    Column("record_json", Text, nullable=False),  # the record exactly as signed
+    Column("collected_at", String(32), nullable=False),
+    Index("usage_records_once", "subscription_id", "period_start", unique=True),
+)
+
+ledger_transactions = Table(
+    "ledger_transactions", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("usage_record_id", String(36), nullable=False, unique=True),
+    Column("subscription_id", String(36), nullable=False, index=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("provider_id", String(36), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("charge_start", String(32), nullable=False),
+    Column("charge_end", String(32), nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("transaction_id", String(36), nullable=False, index=True),
+    Column("ledger_account", String(64), nullable=False),  # buyer:ID | provider:ID | market:fees
+    Column("usage_type", String(32), nullable=False),
+    Column("amount_micro", BigInteger, nullable=False),  # signed; a transaction sums to 0
+    Column("quantity", String(48)),  # the consumed quantity, on the buyer's entry
+)
+
+disputes = Table(
+    "disputes", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("provider_id", String(36), nullable=False),
+    Column("subscription_id", String(36)),
+    Column("at", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),  # bad-signature | changed-record | ...
+    Column("detail", Text, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open | resolved
+)
+
+invoices = Table(
+    "invoices", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("period_start", String(32), nullable=False),
+    Column("period_end", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("kind", String(16), nullable=False),  # monthly | on-demand
+    Column("total_micro", BigInteger, nullable=False),
+    Column("lines_json", Text, nullable=False),
+    Column("created_at", String(32), nullable=False),
+)
+
+budgets = Table(
+    "budgets", metadata,
+    Column("account_id", String(36), primary_key=True),
+    Column("amount_micro", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("thresholds_json", Text, nullable=False),  # percentages, e.g. [50, 80, 100]
+    Column("updated_at", String(32), nullable=False),
+)
+
+budget_alerts = Table(
+    "budget_alerts", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("spend_micro", BigInteger, nullable=False),
+    Column("budget_micro", BigInteger, nullable=False),
+    Column("at", String(32), nullable=False),
+    Index("budget_alerts_once", "account_id", "month", "threshold", unique=True),
 )
 
 
