@@ -6,6 +6,7 @@ import click
 
 from silverlining import __version__
 from silverlining.cli.broker import broker, usage
+from silverlining.cli.copy import copy
 from silverlining.cli.market import market
 from silverlining.cli.node import accounts, keys, serve
 from silverlining.core.cli import core
@@ -29,6 +30,7 @@ cli.add_command(core)
 cli.add_command(broker)
 cli.add_command(usage)
 cli.add_command(market)
+cli.add_command(copy)
 
 
 def main() -> None:

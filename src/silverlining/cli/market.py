@@ -98,6 +98,10 @@ def market() -> None:
               show_default=True, help="Seconds between reads of each provider's catalog.")
 @click.option("--collect-interval", type=click.FloatRange(min=1), default=300.0,
               show_default=True, help="Seconds between collections of usage records.")
+@click.option("--probe-interval", type=click.FloatRange(min=0.5), default=300.0,
+              show_default=True, help="Seconds between probes of each provider.")
+@click.option("--move-workers", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Objects (or parts) each move copies at a time.")
 @click.option("--fee-percent", default="5", show_default=True,
               help="The market's fee on every priced usage line, in percent.")
 @click.option("--broker-timeout", type=click.FloatRange(min=0.1), default=30.0,
@@ -108,7 +112,8 @@ def market() -> None:
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(host: str, port: int, data_dir: Path, database_url: str | None, listing_level: str,
           recertify_interval: float, refresh_interval: float, collect_interval: float,
-          fee_percent: str, broker_timeout: float, core_workers: int, log_level: str) -> None:
+          probe_interval: float, move_workers: int, fee_percent: str, broker_timeout: float,
+          core_workers: int, log_level: str) -> None:
     """Run the market: JSON API under /api/v1/, OSB broker under /v2/."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -122,7 +127,8 @@ def serve(host: str, port: int, data_dir: Path, database_url: str | None, listin
     settings = Settings(
         data_dir=data_dir, database_url=database_url, listing_level=listing_level,
         recertify_interval=recertify_interval, refresh_interval=refresh_interval,
-        collect_interval=collect_interval, fee_percent=fee_percent,
+        collect_interval=collect_interval, probe_interval=probe_interval,
+        move_workers=move_workers, fee_percent=fee_percent,
         broker_timeout=broker_timeout, core_workers=core_workers)
     try:
         fee = Decimal(fee_percent)
@@ -269,9 +275,17 @@ def providers_show(name: str, market_url: str, token: str | None, as_json: bool)
 
     def human() -> None:
         for key in ("name", "status", "status_reason", "level", "certified_at", "broker_url",
-                    "endpoint", "region", "jurisdiction", "catalog_at", "catalog_error"):
+                    "endpoint", "region", "jurisdiction", "catalog_at", "catalog_error",
+                    "health"):
             if out.get(key) is not None:
                 click.echo(f"{key.replace('_', ' '):>15}: {out[key]}")
+        measured = out.get("measured")
+        if measured:
+            click.echo(f"{'availability':>15}: {measured['availability']}% over the last "
+                       f"{measured['probes']} probes; latency p50 "
+                       f"{measured['latency_p50_ms']} ms, p99 {measured['latency_p99_ms']} ms")
+        else:
+            click.echo(f"{'availability':>15}: not probed yet")
         _table("Certifications", ["id", "finished", "certified", "passed", "failed checks"], [
             [c["id"], c["finished_at"], c["certified"], "yes" if c["passed"] else "no",
              ", ".join(f["id"] for f in c["failed"])[:100] or c.get("error")]
@@ -330,6 +344,8 @@ def profile_options(fn: F) -> F:
         click.option("--currency", default=None, help="Only offers priced in it (EUR, USD)."),
         click.option("--max-price-gb-month", type=Decimal, default=None),
         click.option("--max-price-egress-gb", type=Decimal, default=None),
+        click.option("--min-availability", type=Decimal, default=None,
+                     help="Measured availability in percent (probes), e.g. 99.9."),
         click.option("--expect-gb", type=Decimal, default=Decimal(0), show_default=True,
                      help="GB you expect to store (monthly average)."),
         click.option("--expect-egress-gb", type=Decimal, default=Decimal(0),
@@ -345,7 +361,8 @@ def profile_options(fn: F) -> F:
 
 def _profile(kw: dict[str, Any]) -> dict[str, Any]:
     out = {k: kw.pop(k) for k in ("region", "jurisdiction", "min_level", "currency",
-                                  "max_price_gb_month", "max_price_egress_gb", "expect_gb",
+                                  "max_price_gb_month", "max_price_egress_gb",
+                                  "min_availability", "expect_gb",
                                   "expect_egress_gb", "expect_requests", "write_share")}
     return {k: str(v) if isinstance(v, Decimal) else v for k, v in out.items()}
 
@@ -368,11 +385,24 @@ def offers(provider: str | None, sort: str, market_url: str, token: str | None, 
     out = _call(market_url, token, "GET", "/offers", params=params)
     _emit(as_json, out, lambda: _table("Offers", [
         "provider", "plan", "region", "jurisdiction", "level", "GB-month", "egress GB",
-        "1k writes", "1k reads", "expected / month"], [
+        "1k writes", "1k reads", "availability", "p50 / p99 ms", "expected / month"], [
         [o["provider"], o["plan"], o["region"], o["jurisdiction"], o["level"],
          _money(o["prices"], "gb_month"), _money(o["prices"], "egress_gb"),
-         o["prices"]["write_1k"], o["prices"]["read_1k"],
-         f"{o['expected_monthly_cost']} {o['prices']['currency']}"] for o in out]))
+         o["prices"]["write_1k"], o["prices"]["read_1k"], _availability(o),
+         _latency(o), f"{o['expected_monthly_cost']} {o['prices']['currency']}"]
+        for o in out]))
+
+
+def _availability(o: dict[str, Any]) -> str:
+    if o.get("availability") is None:
+        return "not probed"
+    return f"{o['availability']}%" + (" DEGRADED" if o.get("health") == "degraded" else "")
+
+
+def _latency(o: dict[str, Any]) -> str:
+    if o.get("latency_p50_ms") is None:
+        return "-"
+    return f"{o['latency_p50_ms']} / {o['latency_p99_ms']}"
 
 
 def _print_attempts(attempts: list[dict[str, Any]], err: bool = False) -> None:
@@ -687,3 +717,100 @@ def _print_budget(out: dict[str, Any]) -> None:
     for alert in out["alerts"]:
         click.echo(f"  alert: {alert['threshold']}% reached at {alert['at']} "
                    f"({alert['spend']} of {alert['budget']})")
+
+
+# --- moves ------------------------------------------------------------------------------------
+
+@market.command()
+@click.argument("subscription_id")
+@click.option("--to-provider", default=None, help="Move to this provider (its cheapest plan).")
+@profile_options
+@click.option("--policy", type=click.Choice(["cheapest"]), default=None,
+              help="Or: the cheapest other offer matching the constraints.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation of the quoted cost.")
+@click.option("--detach", is_flag=True, help="Start the move and return; follow it with "
+              "`market moves`.")
+@client_options
+def move(subscription_id: str, to_provider: str | None, policy: str | None, yes: bool,
+         detach: bool, market_url: str, token: str | None, as_json: bool, **kw: Any) -> None:
+    """Move a subscription to another provider: copy everything, verify, then switch.
+
+    The old subscription keeps working until the switch; if the move fails it is left
+    untouched. Shows the quoted cost (the source's egress) and asks first.
+    """
+    if (to_provider is None) == (policy is None):
+        _fail("give --to-provider NAME or --policy cheapest (with constraints)", 2)
+    body: dict[str, Any] = {"subscription_id": subscription_id}
+    if to_provider is not None:
+        body["to_provider"] = to_provider
+    else:
+        profile = {k: v for k, v in _profile(kw).items() if v is not None}
+        body["order"] = {**profile, "policy": "cheapest"}
+    q = _call(market_url, token, "POST", "/moves/quote", body=body)
+    target = q["target_offer"]
+    if not as_json:
+        click.echo(f"Move {subscription_id} from {q['source_provider']} to "
+                   f"{target['provider']} ({target['plan']}, {target['region']}):")
+        click.echo(f"  {q['objects']} object(s), {q['bytes']} bytes to copy")
+        click.echo(f"  quoted cost: {q['egress_cost']} {q['currency']} of egress at "
+                   f"{q['source_provider']} ({q['egress_price_gb']} per GB)")
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("confirm the quoted cost with --yes", 2)
+        click.confirm("Start the move?", abort=True)
+    started = _call(market_url, token, "POST", "/moves", body=body)
+    if detach:
+        _emit(as_json, started, lambda: click.echo(f"Move {started['id']} started."))
+        return
+    final = _follow(market_url, token, started["id"], quiet=as_json)
+    _emit(as_json, final, lambda: _print_move_end(final))
+    if final["state"] != "done":
+        sys.exit(1)
+
+
+def _follow(market_url: str, token: str | None, move_id: str, quiet: bool) -> Any:
+    import time
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, console=_console(True), disable=quiet) as bar:
+        task = bar.add_task("copying", total=None)
+        while True:
+            state = _call(market_url, token, "GET", f"/moves/{move_id}")
+            p = state["progress"]
+            if p.get("bytes_total"):
+                bar.update(task, total=p["bytes_total"],
+                           completed=p.get("bytes_copied", 0) + p.get("bytes_skipped", 0),
+                           description=f"{state['state']}: {p.get('objects_copied', 0)} copied"
+                                       f", {p.get('objects_skipped', 0)} already there")
+            else:
+                bar.update(task, description=state["state"])
+            if state["state"] in ("done", "failed"):
+                return state
+            time.sleep(0.5)
+
+
+def _print_move_end(state: dict[str, Any]) -> None:
+    if state["state"] == "done":
+        p = state["progress"]
+        click.echo(f"Move {state['id']} done: {p.get('objects_copied', 0)} object(s) copied "
+                   f"and verified; now at {state['target_provider']} as subscription "
+                   f"{state['target_subscription_id']} (see `market subscription "
+                   f"{state['target_subscription_id']} --reveal`). The old tenant at "
+                   f"{state['source_provider']} is deprovisioned.")
+    else:
+        click.echo(f"Move {state['id']} failed: {state['error']}. The subscription at "
+                   f"{state['source_provider']} is untouched.", err=True)
+
+
+@market.command()
+@client_options
+def moves(market_url: str, token: str | None, as_json: bool) -> None:
+    """Your moves and the state of each."""
+    out = _call(market_url, token, "GET", "/moves")
+    _emit(as_json, out, lambda: _table("Moves", [
+        "id", "from", "to", "state", "copied", "bytes", "error", "started"], [
+        [m["id"], m["source_provider"], m["target_provider"], m["state"],
+         m["progress"].get("objects_copied", 0), m["progress"].get("bytes_copied", 0),
+         (m["error"] or "")[:80], m["created_at"]] for m in out]))

@@ -21,7 +21,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from silverlining import __version__
-from silverlining.market import accounts, billing, budgets, invoices, orders, registry, store
+from silverlining.market import (
+    accounts,
+    billing,
+    budgets,
+    invoices,
+    moves,
+    orders,
+    probes,
+    registry,
+    store,
+)
 from silverlining.market.offers import (
     SORT_KEYS,
     CatalogError,
@@ -32,6 +42,7 @@ from silverlining.market.offers import (
 from silverlining.market.osbclient import BrokerError
 from silverlining.market.state import (
     Forbidden,
+    Invalid,
     MarketError,
     MarketState,
     NotFound,
@@ -78,6 +89,8 @@ class OrderCreate(_Body):
     currency: str | None = Field(None, pattern=r"^[A-Za-z]{3}$")
     max_price_gb_month: Money | None = None
     max_price_egress_gb: Money | None = None
+    min_availability: Annotated[Decimal, Field(ge=0, le=100, max_digits=7,
+                                               decimal_places=4)] | None = None
     expect_gb: Amount = Decimal(0)
     expect_egress_gb: Amount = Decimal(0)
     expect_requests: int = Field(0, ge=0, le=10**15)
@@ -92,7 +105,8 @@ class OrderCreate(_Body):
             filter=OfferFilter(region=self.region, jurisdiction=self.jurisdiction,
                                min_level=self.min_level, currency=self.currency,
                                max_price_gb_month=self.max_price_gb_month,
-                               max_price_egress_gb=self.max_price_egress_gb),
+                               max_price_egress_gb=self.max_price_egress_gb,
+                               min_availability=self.min_availability),
             profile=UsageProfile(self.expect_gb, self.expect_egress_gb, self.expect_requests,
                                  self.write_share),
             policy=self.policy, copies=self.copies, offer_id=self.offer_id)
@@ -109,6 +123,19 @@ class BudgetSet(_Body):
     amount: Annotated[Decimal, Field(gt=0, le=10**12, max_digits=24, decimal_places=6)]
     currency: str = Field(pattern=r"^[A-Za-z]{3}$")
     thresholds: list[Annotated[int, Field(ge=1, le=100)]] | None = Field(None, max_length=20)
+
+
+class MoveCreate(_Body):
+    subscription_id: str = Field(max_length=64)
+    to_provider: str | None = Field(None, pattern=accounts.NAME.pattern)
+    order: OrderCreate | None = Field(
+        None, description="Or: match the target like an order (cheapest, constraints)")
+
+    def target(self) -> moves.MoveTarget:
+        if self.to_provider is not None and self.order is not None:
+            raise Invalid("give to_provider or order, not both")
+        return moves.MoveTarget(self.to_provider,
+                                None if self.order is None else self.order.to_request())
 
 
 class Error(BaseModel):
@@ -197,9 +224,18 @@ def build_api(state: MarketState) -> APIRouter:
 
     @router.get("/providers/{name}", tags=["providers"])
     def show_provider(name: str, who: Who) -> Json:
+        """A provider, its certification history and its measured figures (probes)."""
         provider = registry.get_provider(state, _name(name, "provider"))
         history = registry.certifications(state, provider.name, limit=10)
-        return {**provider.to_dict(), "certifications": [c.to_dict() for c in history]}
+        return {**provider.to_dict(), "certifications": [c.to_dict() for c in history],
+                "measured": probes.figures(state).get(provider.id)}
+
+    @router.get("/providers/{name}/probes", tags=["providers"])
+    def provider_probes(name: str, who: Who,
+                        limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> list[Json]:
+        """The provider's probe results, oldest first."""
+        provider = registry.get_provider(state, _name(name, "provider"))
+        return probes.history(state, provider.id, limit)
 
     @router.post("/providers/{name}/recertify", tags=["providers"])
     def recertify(name: str, who: Who) -> Json:
@@ -248,6 +284,8 @@ def build_api(state: MarketState) -> APIRouter:
         provider: Annotated[str | None, Query(max_length=64)] = None,
         max_price_gb_month: Annotated[Money | None, Query()] = None,
         max_price_egress_gb: Annotated[Money | None, Query()] = None,
+        min_availability: Annotated[Decimal | None, Query(ge=0, le=100, max_digits=7,
+                                                          decimal_places=4)] = None,
         expect_gb: Annotated[Amount, Query()] = Decimal(0),
         expect_egress_gb: Annotated[Amount, Query()] = Decimal(0),
         expect_requests: Annotated[int, Query(ge=0, le=10**15)] = 0,
@@ -261,7 +299,8 @@ def build_api(state: MarketState) -> APIRouter:
         assert sort in SORT_KEYS
         wanted = OfferFilter(region=region, jurisdiction=jurisdiction, min_level=min_level,
                              currency=currency, max_price_gb_month=max_price_gb_month,
-                             max_price_egress_gb=max_price_egress_gb, provider=provider)
+                             max_price_egress_gb=max_price_egress_gb, provider=provider,
+                             min_availability=min_availability)
         profile = UsageProfile(expect_gb, expect_egress_gb, expect_requests, write_share)
         found = [o for o in orders.listed_offers(state) if wanted.admits(o)]
         return [orders.offer_view(o, profile) for o in sort_offers(found, sort, profile)]
@@ -302,6 +341,29 @@ def build_api(state: MarketState) -> APIRouter:
     def cancel_subscription(subscription_id: str, who: Who) -> Json:
         """Cancel: unbind and deprovision. The provider deletes the data."""
         return orders.cancel(state, who, _name(subscription_id, "subscription"))
+
+    # -- moves ---------------------------------------------------------------------------------
+    @router.post("/moves/quote", tags=["moves"])
+    def quote_move(body: MoveCreate, who: Who) -> Json:
+        """What moving a subscription would do: the target offer, the objects and bytes to
+        copy, and the egress they cost at the source's price. Nothing is changed."""
+        return moves.quote(state, who, _name(body.subscription_id, "subscription"),
+                           body.target())
+
+    @router.post("/moves", status_code=202, tags=["moves"])
+    def start_move(body: MoveCreate, request: Request, who: Who) -> Json:
+        """Start a move; it runs in the market (follow it at GET /moves/{id})."""
+        orders.require_buyer(who)
+        return moves.start(state, who, _name(body.subscription_id, "subscription"),
+                           body.target(), request.app.state.mover)
+
+    @router.get("/moves", tags=["moves"])
+    def list_moves(who: Who) -> list[Json]:
+        return moves.list_moves(state, who)
+
+    @router.get("/moves/{move_id}", tags=["moves"])
+    def show_move(move_id: str, who: Who) -> Json:
+        return moves.get_move(state, who, _name(move_id, "move"))
 
     # -- billing -------------------------------------------------------------------------------
     @router.post("/billing/collect", tags=["billing"])

@@ -55,11 +55,11 @@ def moment(text: str) -> str:
     """A period bound as stored charge periods are written (``...T00:00:00.000Z``)."""
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise Invalid(f"{text[:40]!r} is not an ISO 8601 date or time") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    when = when.astimezone(dt.UTC)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        when = when.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise Invalid(f"{text[:40]!r} is not an ISO 8601 date or time (UTC)") from None
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 

@@ -177,6 +177,11 @@ class Offer:
     level: str
     plan: PlanOffer
     certified_at: str | None
+    #: Measured by the market's probes (None before the first probe).
+    availability: float | None = None
+    latency_p50_ms: int | None = None
+    latency_p99_ms: int | None = None
+    health: str | None = None
 
     @property
     def prices(self) -> Prices:
@@ -192,6 +197,8 @@ class OfferFilter:
     max_price_gb_month: Decimal | None = None
     max_price_egress_gb: Decimal | None = None
     provider: str | None = None
+    #: Percent; a provider not yet probed has no measured availability and is excluded.
+    min_availability: Decimal | None = None
 
     def admits(self, offer: Offer) -> bool:
         p = offer.plan
@@ -207,6 +214,10 @@ class OfferFilter:
             return False
         if (self.max_price_egress_gb is not None
                 and p.prices.egress_gb > self.max_price_egress_gb):
+            return False
+        if self.min_availability is not None and (
+                offer.availability is None
+                or Decimal(str(offer.availability)) < self.min_availability):
             return False
         return not (self.provider and offer.provider != self.provider)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from silverlining.market import store
+from silverlining.market import probes, store
 from silverlining.market.budgets import ensure_can_order
 from silverlining.market.offers import (
     SERVICE_NAME,
@@ -108,16 +108,20 @@ def listed_offers(state: MarketState) -> list[Offer]:
     o, p = store.offers, store.providers
     with state.store.begin() as conn:
         rows = conn.execute(
-            select(o, p.c.name.label("provider_name"), p.c.level, p.c.certified_at)
+            select(o, p.c.name.label("provider_name"), p.c.level, p.c.certified_at,
+                   p.c.health)
             .join(p, p.c.id == o.c.provider_id)
             .where(o.c.active == 1, p.c.status == "listed")).all()
-    return [_offer(r) for r in rows]
+    measured = probes.figures(state)
+    return [_offer(r, measured.get(r.provider_id, {})) for r in rows]
 
 
-def _offer(r: Any) -> Offer:
+def _offer(r: Any, measured: dict[str, Any]) -> Offer:
     return Offer(
         id=r.id, provider=r.provider_name, provider_id=r.provider_id, level=r.level,
-        certified_at=r.certified_at,
+        certified_at=r.certified_at, availability=measured.get("availability"),
+        latency_p50_ms=measured.get("latency_p50_ms"),
+        latency_p99_ms=measured.get("latency_p99_ms"), health=r.health,
         plan=PlanOffer(
             service_id="", plan_id=r.plan_id, plan_name=r.plan_name,
             description=r.description,
@@ -135,6 +139,8 @@ def offer_view(offer: Offer, profile: UsageProfile | None = None) -> dict[str, A
         "level": offer.level, "certified_at": offer.certified_at,
         "prices": p.prices.to_dict(),
         "quota": {"bytes": p.quota_bytes, "objects": p.quota_objects},
+        "availability": offer.availability, "latency_p50_ms": offer.latency_p50_ms,
+        "latency_p99_ms": offer.latency_p99_ms, "health": offer.health,
     }
     if profile is not None:
         view["expected_monthly_cost"] = str(round_quote(monthly_cost(p.prices, profile)))
@@ -240,12 +246,19 @@ def _close(state: MarketState, actor: Principal, order_id: str, request: OrderRe
 
 
 def _subscribe(state: MarketState, actor: Principal, offer: Offer,
-               order_id: str | None) -> dict[str, Any]:
+               order_id: str | None, *, ids: tuple[str, str, str] | None = None,
+               flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Provision and bind ``offer`` for ``actor``. ``ids`` (subscription, instance, binding)
+    makes it idempotent: a rerun with the same ids finds what the first run made."""
     provider = get_provider(state, offer.provider)
     if provider.service_id is None:
         raise Upstream(f"{provider.name}: no catalog read yet")
-    sub_id = str(uuid.uuid4())
-    instance, binding = str(uuid.uuid4()), str(uuid.uuid4())
+    sub_id, instance, binding = ids or (str(uuid.uuid4()), str(uuid.uuid4()),
+                                        str(uuid.uuid4()))
+    with state.store.begin() as conn:
+        if conn.execute(select(store.subscriptions.c.id).where(
+                store.subscriptions.c.id == sub_id)).first() is not None:
+            return _view(state, conn, sub_id, reveal=True)
     with broker_for(state, provider) as broker:
         broker.provision(instance, provider.service_id, offer.plan.plan_id,
                          space=actor.name)
@@ -266,7 +279,7 @@ def _subscribe(state: MarketState, actor: Principal, offer: Offer,
                                                f"subscription/{sub_id}"),
             currency=offer.prices.currency,
             prices_json=store.dumps(offer.prices.to_dict()), status="active",
-            flags_json="[]", created_at=store.now()))
+            flags_json=store.dumps(sorted(flags)), created_at=store.now()))
         record(conn, actor, "subscription.create", sub_id, provider=provider.name,
                plan=offer.plan.plan_name, prices=offer.prices.to_dict(), order=order_id)
         return _view(state, conn, sub_id, reveal=True)

@@ -70,6 +70,7 @@ class Provider:
     last_certification_id: str | None
     owner_account_id: str | None
     created_at: str
+    health: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "owner_account_id"}
@@ -96,7 +97,7 @@ def _provider(row: Any) -> Provider:
         row.id, row.name, row.status, row.status_reason, row.level, row.certified_at,
         row.broker_url, row.broker_user, row.service_id, row.endpoint, row.region, row.jurisdiction,
         row.node_public_key, row.catalog_at, row.catalog_error, row.last_certification_id,
-        row.owner_account_id, row.created_at)
+        row.owner_account_id, row.created_at, row.health)
 
 
 def check_broker_url(url: str) -> str:

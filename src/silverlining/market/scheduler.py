@@ -13,7 +13,7 @@ import time
 
 from sqlalchemy import insert, select, update
 
-from silverlining.market import billing, budgets, invoices, registry, store
+from silverlining.market import billing, budgets, invoices, probes, registry, store
 from silverlining.market.offers import CatalogError
 from silverlining.market.osbclient import BrokerError
 from silverlining.market.state import SYSTEM, MarketState, parse_time
@@ -29,8 +29,9 @@ class Scheduler:
         self._stop = threading.Event()
         s = state.settings
         self.tick = max(0.5, min(60.0, min(s.refresh_interval, s.recertify_interval,
-                                           s.collect_interval) / 4))
+                                           s.collect_interval, s.probe_interval) / 4))
         self._collected: float = 0.0
+        self._probed: float = 0.0
         self._thread = threading.Thread(target=self._run, name="market-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -69,6 +70,9 @@ class Scheduler:
         """One round: whatever is due, provider by provider; then usage and invoices."""
         settings = self.state.settings
         now = dt.datetime.now(dt.UTC)
+        if time.monotonic() - self._probed >= settings.probe_interval:
+            self._probed = time.monotonic()
+            probes.probe_all(self.state)
         if time.monotonic() - self._collected >= settings.collect_interval:
             self._collected = time.monotonic()
             report = billing.collect(self.state, SYSTEM)

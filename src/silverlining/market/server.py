@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from silverlining import __version__
 from silverlining.market.api import API_PREFIX, install
+from silverlining.market.moves import MoveRunner
 from silverlining.market.osb import OsbError, build_osb, osb_error_response
 from silverlining.market.scheduler import Scheduler
 from silverlining.market.state import MarketState
@@ -21,14 +22,18 @@ and subscriptions. Authenticate with `Authorization: Bearer <token>`; the first 
 
 
 def create_app(state: MarketState, *, schedule: bool = True) -> FastAPI:
+    mover = MoveRunner(state, workers=state.settings.move_workers)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler(state) if schedule else None
         if scheduler is not None:
             scheduler.start()
+        mover.resume()  # moves a stopped market left half-way
         try:
             yield
         finally:
+            mover.shutdown()
             if scheduler is not None:
                 scheduler.stop()
 
@@ -36,6 +41,7 @@ def create_app(state: MarketState, *, schedule: bool = True) -> FastAPI:
         title="Silver Lining market", version=__version__, description=DESCRIPTION,
         openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
         lifespan=lifespan)
+    app.state.mover = mover
     install(app, state)
     app.include_router(build_osb(state))
 

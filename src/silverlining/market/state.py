@@ -33,6 +33,10 @@ class Settings:
     refresh_interval: float = 3_600.0
     #: How often usage records are collected from the providers.
     collect_interval: float = 300.0
+    #: How often every provider is probed (availability, latency).
+    probe_interval: float = 300.0
+    #: Objects (or parts) copied at a time by each move.
+    move_workers: int = 8
     #: How long a broker call may take before the market gives up on it.
     broker_timeout: float = 30.0
     #: The market's cut of every priced usage line, in percent (issue 7's ledger).

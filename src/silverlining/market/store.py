@@ -83,6 +83,7 @@ providers = Table(
     Column("catalog_json", Text),
     Column("catalog_at", String(32)),
     Column("catalog_error", Text),
+    Column("health", String(16)),  # from probes: ok | degraded; None before the first
     Column("created_at", String(32), nullable=False),
 )
 
@@ -294,6 +295,60 @@ budget_alerts = Table(
     Column("budget_micro", BigInteger, nullable=False),
     Column("at", String(32), nullable=False),
     Index("budget_alerts_once", "account_id", "month", "threshold", unique=True),
+)
+
+
+# --- moves and probes (issue 8) ---------------------------------------------------------------
+
+moves = Table(
+    "moves", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("account_id", String(36), nullable=False, index=True),
+    Column("source_subscription_id", String(36), nullable=False),
+    Column("target_offer_id", String(36), nullable=False),
+    # Chosen when the move is made, so that a resumed move finds what it provisioned.
+    Column("target_subscription_id", String(36), nullable=False),
+    Column("target_instance_id", String(36), nullable=False),
+    Column("target_binding_id", String(36), nullable=False),
+    # provisioning | copying | final-pass | switching | done | failed
+    Column("state", String(16), nullable=False),
+    Column("error", Text),
+    Column("quote_json", Text, nullable=False),
+    Column("progress_json", Text, nullable=False),
+    Column("runs", Integer, nullable=False),
+    Column("created_at", String(32), nullable=False),
+    Column("updated_at", String(32), nullable=False),
+    Column("finished_at", String(32)),
+)
+
+move_objects = Table(
+    "move_objects", metadata,
+    Column("move_id", String(36), primary_key=True),
+    Column("bucket", String(255), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("etag", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("checksum", Text, nullable=False),
+)
+
+probe_tenants = Table(
+    "probe_tenants", metadata,
+    Column("provider_id", String(36), primary_key=True),
+    Column("instance_id", String(64), nullable=False),
+    Column("binding_id", String(36), nullable=False),
+    Column("plan_id", Text, nullable=False),
+    Column("credentials", Text, nullable=False),  # vault-sealed JSON
+)
+
+probes = Table(
+    "probes", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("provider_id", String(36), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("ok", Integer, nullable=False),
+    Column("latency_ms", Integer),  # the whole cycle, when it passed
+    Column("detail_json", Text, nullable=False),  # per step: ms, or the error
+    Index("probes_by_provider", "provider_id", "at"),
 )
 
 
