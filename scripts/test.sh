@@ -14,6 +14,9 @@ have_pg() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 have_pg || need_apt+=(postgresql)
+# The market's web interface is tested in Debian's headless Chromium via its chromedriver.
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq

@@ -15,6 +15,7 @@ from silverlining.market.moves import MoveRunner
 from silverlining.market.osb import OsbError, build_osb, osb_error_response
 from silverlining.market.scheduler import Scheduler
 from silverlining.market.state import MarketState
+from silverlining.market.web import build_web
 
 DESCRIPTION = """The Silver Lining federated market: certified providers, their offers, orders
 and subscriptions. Authenticate with `Authorization: Bearer <token>`; the first start of
@@ -44,6 +45,7 @@ def create_app(state: MarketState, *, schedule: bool = True) -> FastAPI:
     app.state.mover = mover
     install(app, state)
     app.include_router(build_osb(state))
+    app.include_router(build_web(state))  # the web interface, at /
 
     @app.exception_handler(OsbError)
     async def osb_error(request: Request, error: OsbError) -> JSONResponse:
@@ -55,11 +57,5 @@ def create_app(state: MarketState, *, schedule: bool = True) -> FastAPI:
         problems = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
                      "type": e.get("type", "")} for e in error.errors()]
         return JSONResponse({"detail": problems}, status_code=422)
-
-    @app.get("/", include_in_schema=False)
-    def root() -> dict[str, str]:
-        return {"service": "silverlining-market", "version": __version__,
-                "api": f"{API_PREFIX}/", "openapi": f"{API_PREFIX}/openapi.json",
-                "osb": "/v2/catalog"}
 
     return app
