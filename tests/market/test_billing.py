@@ -181,6 +181,16 @@ def test_invoice_statement_and_fee_equal_the_hand_computed_amounts(
     assert Decimal(egress["ConsumedQuantity"]) == Decimal(
         sum(int(r["bytes_out"]) for r in collected)) / 10**9
 
+    # Monthly invoices (the schedule makes them when a month ends; the admin can too): once.
+    month = collected[-1]["period_start"][:7]
+    in_month = sum(a for rec in collected if rec["period_start"][:7] == month
+                   for a in hand_priced(rec))
+    made = market.json("invoices", "--monthly", month)
+    assert made["created"] >= 1
+    assert market.json("invoices", "--monthly", month)["created"] == 0
+    monthly = [i for i in market.json("invoices", token=buyer) if i["kind"] == "monthly"]
+    assert len(monthly) == 1 and Decimal(monthly[0]["total"]) == Decimal(in_month) * MICRO
+
     # Collection again: the same ledger.
     again = market.json("collect")
     assert again["records_new"] == 0 and again["disputes"] == 0

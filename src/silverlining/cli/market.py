@@ -610,10 +610,17 @@ def usage(subscription_id: str, market_url: str, token: str | None, as_json: boo
 @click.option("--from", "start", default=None, help="Period start, ISO 8601.")
 @click.option("--to", "end", default=None, help="Period end (exclusive), ISO 8601.")
 @click.option("--account", default=None, help="Admin: the buyer to invoice.")
+@click.option("--monthly", "month", default=None, metavar="YYYY-MM",
+              help="Admin: make the month's invoices for every buyer that has none yet.")
 @client_options
 def invoices(create: bool, start: str | None, end: str | None, account: str | None,
-             market_url: str, token: str | None, as_json: bool) -> None:
+             month: str | None, market_url: str, token: str | None, as_json: bool) -> None:
     """Your invoices (monthly, and on demand with --create --from --to)."""
+    if month:
+        made = _call(market_url, token, "POST", "/invoices/monthly", params={"month": month})
+        _emit(as_json, made, lambda: click.echo(
+            f"{made['created']} monthly invoice(s) made for {made['month']}."))
+        return
     if create:
         if not start or not end:
             _fail("--create needs --from and --to", 2)

@@ -402,6 +402,12 @@ def build_api(state: MarketState) -> APIRouter:
                 raise NotFound(f"no account named {body.account!r}")
         return invoices.create_invoices(state, who, account_id, body.start, body.end)
 
+    @router.post("/invoices/monthly", tags=["billing"])
+    def monthly(who: Admin, month: Annotated[str, Query(pattern=r"^\d{4}-\d{2}$")]) -> Json:
+        """Monthly invoices for ``month`` (YYYY-MM) for every buyer charged in it that has
+        none yet (the schedule does this once a month has ended)."""
+        return {"month": month, "created": invoices.monthly_invoices(state, who, month)}
+
     @router.get("/invoices", tags=["billing"])
     def list_invoices(who: Who) -> list[Json]:
         return invoices.list_invoices(state, who)
