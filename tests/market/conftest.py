@@ -24,7 +24,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,17 @@ class Market:
     def new_buyer(self, name: str) -> str:
         token: str = self.json("accounts", "create", name, "--role", "buyer")["token"]
         return token
+
+
+def eventually(probe: Callable[[], Any], seconds: float, what: str) -> Any:
+    """Poll ``probe`` until it returns something true, or fail saying ``what`` was awaited."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not within {seconds:.0f} s: {what}")
 
 
 def s3_for(sub: dict[str, Any]) -> Any:

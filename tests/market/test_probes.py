@@ -3,25 +3,11 @@ subscriptions flagged) and `--min-availability` keeps it out of matching."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
-from tests.market.conftest import Market, start_provider, stop_provider
+from tests.market.conftest import Market, eventually, start_provider, stop_provider
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def eventually(probe: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {seconds:.0f} s: {what}")
 
 
 def test_probes_measure_degrade_and_steer_matching(

@@ -4,26 +4,19 @@ delisted by the scheduled re-certification, its subscription flagged and still w
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 import pytest
 
 from tests.core.faultproxy import DROP_ETAG
-from tests.market.conftest import NODE_CONFIG, Market, s3_for, start_provider, stop_provider
+from tests.market.conftest import (
+    NODE_CONFIG,
+    Market,
+    eventually,
+    s3_for,
+    start_provider,
+    stop_provider,
+)
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def eventually(probe: Callable[[], Any], seconds: float, what: str) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {seconds:.0f} s: {what}")
 
 
 def test_prices_refresh_and_recertification_on_schedule(
