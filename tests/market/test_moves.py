@@ -212,3 +212,17 @@ def test_target_down_mid_move_fails_cleanly_source_intact(
             "obj/00003"]
     finally:
         haven.node.start()
+
+
+def test_move_in_the_foreground_reports_the_outcome(
+        pair: tuple[Market, Provider, Provider]) -> None:
+    market, _, _ = pair
+    buyer = market.new_buyer("foreground")
+    [sub] = market.json("buy", "object-storage", "--region", "eu-central-1",
+                        token=buyer)["subscriptions"]
+    fill(s3_for(sub), "small", 5)
+    out = market.run("move", sub["id"], "--to-provider", "haven", "--yes", token=buyer)
+    assert "quoted cost:" in out.stdout
+    assert "done: 5 object(s) copied and verified; now at haven" in out.stdout
+    [moved] = market.json("moves", token=buyer)
+    assert moved["state"] == "done" and moved["progress"]["objects_copied"] == 5
