@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import zlib
+from collections.abc import Sequence
 from typing import Protocol
 
 import google_crc32c
@@ -100,6 +101,10 @@ class Digests:
         if self.checksum is not None:
             self.checksum.update(data)
         self.size += len(data)
+
+    def update_many(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        for piece in pieces:
+            self.update(piece)
 
     def checksum_b64(self) -> str | None:
         return None if self.checksum is None else b64(self.checksum.digest())

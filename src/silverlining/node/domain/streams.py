@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from silverlining.node import errors
@@ -64,6 +65,20 @@ class Ingest:
         else:
             assert self._buffer is not None
             self._buffer += data
+
+    def write_many(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        """``write`` for several pieces at once (as received from the socket, not joined):
+        one size check, one ``writev``."""
+        size = sum(map(len, pieces))
+        if self.digests.size + size > self.max_size:
+            raise errors.EntityTooLarge(MaxSizeAllowed=str(self.max_size))
+        self.digests.update_many(pieces)
+        if self._writer is not None:
+            self._writer.write_many(pieces)
+        else:
+            assert self._buffer is not None
+            for piece in pieces:
+                self._buffer += piece
 
     def etag(self) -> str:
         return f'"{self.digests.md5.hexdigest()}"'

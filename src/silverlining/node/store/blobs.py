@@ -20,18 +20,21 @@ Contract:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
 import secrets
 import shutil
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from silverlining.node.faults import crashpoint
 
 CHUNK = 1024 * 1024
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024)
 #: While other processes use the data directory, sweep only files older than this (seconds):
 #: far beyond any upload's life (bodies time out after 30 s idle) or commit delay.
 SHARED_SWEEP_AGE_S = 3600.0
@@ -39,6 +42,32 @@ LOCK_FILE = "processes.lock"
 #: data dir -> this process's lock fd (one per process: two BlobStores of one process on the
 #: same directory must not see each other as peers). Held until the process exits.
 _PROCESS_LOCKS: dict[str, int] = {}
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)`` (Linux), or None.
+
+    Python's ``os`` does not expose it; ctypes calls release the GIL."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    write = 2  # SYNC_FILE_RANGE_WRITE: start writeback of the range's dirty pages, no wait
+
+    def start_writeback(fd: int, offset: int, n: int) -> None:
+        fn(fd, offset, n, write)  # advisory: a failure only means fsync does all the work
+
+    return start_writeback
+
+
+_start_writeback = _load_sync_file_range()
+#: Dirty bytes of a blob past which their writeback is started while the upload goes on.
+WRITEBACK_AFTER = 4 * 1024 * 1024
 
 
 def new_blob_id() -> str:
@@ -175,6 +204,21 @@ class BlobWriter:
             self._tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
         )
         self._done = False
+        #: Bytes [0, _flushed) have had their writeback started (see ``_writeback``).
+        self._flushed = 0
+
+    def _writeback(self) -> None:
+        """Start writing the blob's dirty pages to disk while more of it arrives.
+
+        The fsync in ``commit`` is what makes the blob durable; started early, the disk
+        writes overlap the upload instead of all waiting for that fsync (for a 64 MiB PUT
+        the final fsync took most of the ~150 ms between the last byte and the answer).
+        """
+        pending = self.size - self._flushed
+        if pending >= WRITEBACK_AFTER and self.store.durable and _start_writeback is not None:
+            assert self._fd is not None
+            _start_writeback(self._fd, self._flushed, pending)
+            self._flushed = self.size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._fd is not None, "write after commit/discard"
@@ -184,6 +228,30 @@ class BlobWriter:
             view = view[n:]
             self.size += n
         crashpoint("blob.written")
+
+    def write_many(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        """Append several pieces with as few system calls as ``writev`` allows."""
+        assert self._fd is not None, "write after commit/discard"
+        before = self.size
+        views = [memoryview(p) for p in pieces if len(p)]
+        while views:
+            batch = views[:_IOV_MAX]
+            n = os.writev(self._fd, batch)
+            self.size += n
+            # a short write: drop what was written, go on from there
+            while n:
+                first = len(views[0])
+                if n >= first:
+                    n -= first
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+        self._writeback()
+        # One crash point per CHUNK written (at least one per call), whatever the batching:
+        # the crash tests count on "after the n-th MiB" being reached for an n MiB body.
+        for _ in range(max(1, self.size // CHUNK - before // CHUNK)):
+            crashpoint("blob.written")
 
     def commit(self) -> str:
         """fsync, rename into place; afterwards the blob survives a crash. Returns its id."""

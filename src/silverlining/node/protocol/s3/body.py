@@ -107,6 +107,11 @@ class RequestBody:
         self.auth = auth
         self.trailers: dict[str, str] = {}
         self._consumed = False
+        #: The whole payload has been read (and, aws-chunked, its trailers verified).
+        self.exhausted = False
+        #: Wire bytes received so far, and whether the wire may carry more.
+        self._wire_received = 0
+        self._wire_more = True
         #: Payload bytes received so far (decoded: what the client meant to send).
         self.received = 0
         cl = headers.get("content-length")
@@ -142,17 +147,28 @@ class RequestBody:
             self.length = int(dcl) if dcl is not None else None
             self._decoder = AwsChunkedDecoder(auth.chunk_signing, trailer=auth.expects_trailer)
 
-    async def _wire(self) -> AsyncIterator[bytes]:
-        received = 0
+    async def _wire_batch(self, want: int) -> list[bytes]:
+        """The next wire bytes, as received: at least ``want`` of them unless the body ends
+        sooner (``[]`` at the end). Checks them against Content-Length."""
+        if not self._wire_more:
+            return []
         limit = self.wire_length
-        more = limit is None or limit > 0
-        if not more and self._expect_continue:
-            # Answer "100 Continue" even for an empty body (uvicorn sends it on the first
-            # receive): aws CLI v1's botocore otherwise mistakes the final response of this
-            # request for the interim one of the next (boto/botocore#3755) and stalls.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._receive(), self._idle_timeout)
-        while more:
+        if limit == 0:
+            self._wire_more = False
+            if self._expect_continue:
+                # Answer "100 Continue" even for an empty body (uvicorn sends it on the first
+                # receive): aws CLI v1's botocore otherwise mistakes the final response of
+                # this request for the interim one of the next (boto/botocore#3755) and
+                # stalls.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._receive(), self._idle_timeout)
+            return []
+        # uvicorn hands the body over in messages of up to ~64 KiB-256 KiB (it stops reading
+        # the socket past 64 KiB unread): gather them, uncopied, into one batch.
+        pieces: list[bytes] = []
+        size = 0
+        more = True
+        while more and size < want:
             try:
                 message = await asyncio.wait_for(self._receive(), self._idle_timeout)
             except TimeoutError:
@@ -161,37 +177,62 @@ class RequestBody:
                 raise ClientDisconnected()
             chunk: bytes = message.get("body", b"")
             more = message.get("more_body", False)
-            received += len(chunk)
-            if limit is not None and received > limit:
-                raise errors.IncompleteBody("The body is longer than its Content-Length.")
             if chunk:
-                yield chunk
-        if limit is not None and received < limit:
+                pieces.append(chunk)
+                size += len(chunk)
+        self._wire_received += sum(map(len, pieces))
+        self._wire_more = more
+        if limit is not None and self._wire_received > limit:
+            raise errors.IncompleteBody("The body is longer than its Content-Length.")
+        if not more and limit is not None and self._wire_received < limit:
             raise errors.IncompleteBody()
+        return pieces
+
+    async def next_batch(self, want: int) -> list[bytes]:
+        """The next pieces of the decoded payload, at least ``want`` bytes in all unless the
+        payload ends sooner; ``[]`` at the end. After the last batch ``exhausted`` is true
+        (and ``trailers`` are set): a caller can tell the last batch without another read."""
+        self._consumed = True
+        out: list[bytes] = []
+        got = 0
+        decoder = self._decoder
+        while got < want and not self.exhausted:
+            raw = await self._wire_batch(want - got)
+            if decoder is None:
+                pieces = raw
+            else:
+                pieces = []
+                for piece in raw:
+                    data = decoder.feed(piece)
+                    if data:
+                        pieces.append(data)
+            for data in pieces:
+                got += len(data)
+            out += pieces
+            if not self._wire_more:
+                if decoder is not None:
+                    self.trailers = decoder.finish()
+                self.exhausted = True
+        total = self.received + got
+        self.received = total
+        if self.length is not None:
+            if total > self.length:
+                raise errors.IncompleteBody(
+                    "The decoded body is longer than x-amz-decoded-content-length."
+                )
+            if self.exhausted and decoder is not None and total != self.length:
+                raise errors.IncompleteBody(
+                    "The decoded body does not match x-amz-decoded-content-length."
+                )
+        return out
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The decoded payload, piece by piece. May be iterated once."""
         if self._consumed:
             raise RuntimeError("request body already consumed")
-        self._consumed = True
-        decoder = self._decoder
-        total = 0
-        async for raw in self._wire():
-            data = raw if decoder is None else decoder.feed(raw)
-            if data:
-                total += len(data)
-                self.received = total
-                if self.length is not None and total > self.length:
-                    raise errors.IncompleteBody(
-                        "The decoded body is longer than x-amz-decoded-content-length."
-                    )
+        while not self.exhausted:
+            for data in await self.next_batch(1):
                 yield data
-        if decoder is not None:
-            self.trailers = decoder.finish()
-            if self.length is not None and total != self.length:
-                raise errors.IncompleteBody(
-                    "The decoded body does not match x-amz-decoded-content-length."
-                )
 
     async def read_all(self, limit: int, headers: dict[str, str]) -> bytes:
         """The whole payload (for XML bodies), checked against every digest the request
@@ -233,6 +274,6 @@ class RequestBody:
     async def drain(self) -> None:
         """Read and drop whatever is left (so the connection can be reused)."""
         if not self._consumed:
-            async for _ in self._wire():
-                pass
             self._consumed = True
+            while await self._wire_batch(1 << 20):
+                pass

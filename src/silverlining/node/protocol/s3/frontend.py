@@ -187,7 +187,15 @@ class S3Front:
         finally:
             if account is not None and op is not None:
                 self.node.meter.record(account.id, op, body.received if body else 0, sent[0])
+            if response.after is not None:
+                await self._after(response.after, request_id)
         self._log(method, resource, response.status, request_id, account_name, started)
+
+    async def _after(self, fn: Callable[[], object], request_id: str) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+        except Exception:
+            log.exception("clean-up after request %s failed", request_id)
 
     async def _error_response(
         self,

@@ -29,6 +29,9 @@ class Response:
     body: bytes = b""
     #: Streamed after the headers (GetObject); closed by the front when done.
     stream: ObjectReader | None = None
+    #: Blocking clean-up run in the thread pool once the response has been sent (freeing
+    #: a replaced object's blobs): work the client need not wait for.
+    after: Callable[[], object] | None = None
 
 
 @dataclass(slots=True)

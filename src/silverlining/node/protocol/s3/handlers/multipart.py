@@ -77,7 +77,7 @@ async def upload_part(req: S3Request) -> Response:
 
     def finish() -> Part:
         try:
-            ingest.write(tail)
+            ingest.write_many(tail)
         except BaseException:
             ingest.discard()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from silverlining.node import errors
@@ -73,7 +74,7 @@ async def put_object(req: S3Request) -> Response:
         # A small object: hashing it is cheap and nothing touches the disk but the commit,
         # so it stays on the event loop (no worker-thread hop).
         try:
-            ingest.write(tail)
+            ingest.write_many(tail)
         except BaseException:
             ingest.discard()
             raise
@@ -82,15 +83,19 @@ async def put_object(req: S3Request) -> Response:
             await req.run(node.blobs.delete_many, stale)
         return _put_response(req, rec)
 
-    def finish() -> ObjectRecord:
+    def finish() -> tuple[ObjectRecord, list[str]]:
         try:
-            ingest.write(tail)
+            ingest.write_many(tail)
         except BaseException:
             ingest.discard()
             raise
         return node.objects.commit_put(bucket, req.key, ingest, spec)
 
-    return _put_response(req, await req.run(finish))
+    rec, stale = await req.run(finish)
+    response = _put_response(req, rec)
+    if stale:
+        response.after = functools.partial(node.blobs.delete_many, stale)
+    return response
 
 
 def _put_response(req: S3Request, rec: ObjectRecord) -> Response:
