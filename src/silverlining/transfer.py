@@ -205,9 +205,24 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
+class _Halt:
+    """Set by this copy when one of its objects fails (its other workers stop); also set
+    when the caller's ``stop`` is. The caller's event is only read, never set: it may be
+    shared by other copies (the market's moves share one)."""
+
+    def __init__(self, stop: threading.Event | None) -> None:
+        self._own = threading.Event()
+        self._stop = stop
+
+    def set(self) -> None:
+        self._own.set()
+
+    def is_set(self) -> bool:
+        return self._own.is_set() or (self._stop is not None and self._stop.is_set())
+
+
 class _Copier:
-    def __init__(self, src: Any, dst: Any, part_size: int,
-                 stop: threading.Event) -> None:
+    def __init__(self, src: Any, dst: Any, part_size: int, stop: _Halt) -> None:
         self.src, self.dst, self.part_size, self.stop = src, dst, part_size, stop
 
     def copy(self, src_bucket: str, obj: SourceObject, dst_bucket: str) -> str:
@@ -316,7 +331,7 @@ def copy_bucket(src: Endpoint, dst: Endpoint, src_bucket: str, dst_bucket: str |
     target = dst_bucket or src_bucket
     log = journal or MemoryJournal()
     seen = progress or Progress()
-    halt = stop or threading.Event()
+    halt = _Halt(stop)
     src_client, dst_client = src.client(workers * 2), dst.client(workers * 2)
     try:
         if create:
@@ -366,7 +381,7 @@ def _one(copier: _Copier, log: Journal, seen: Progress, bucket: str, obj: Source
     seen.add(objects_copied=1, bytes_copied=obj.size)
 
 
-def _raise_first(done: set[Future[None]], halt: threading.Event) -> None:
+def _raise_first(done: set[Future[None]], halt: _Halt) -> None:
     for future in done:
         error = future.exception()
         if error is not None:
