@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from silverlining.node.store import schema as t
 from silverlining.node.store.db import Database
@@ -96,12 +97,21 @@ class UsageRepository:
     def ensure_period(self, period_ms: int) -> None:
         """Fix the period length of this data directory on first use; raise PeriodMismatch
         if it was fixed to another length (records of two lengths cannot be one series)."""
-        with self.db.write() as conn:
-            stored = self._get_state(conn, "period_ms")
-            if stored is None:
-                conn.execute(insert(t.metering_state).values(key="period_ms", value=period_ms))
-            elif stored != period_ms:
-                raise PeriodMismatch(stored, period_ms)
+        try:
+            with self.db.write() as conn:
+                stored = self._get_state(conn, "period_ms")
+                if stored is None:
+                    conn.execute(insert(t.metering_state).values(key="period_ms",
+                                                                 value=period_ms))
+        except IntegrityError:
+            # Another node sharing the database fixed it first (PostgreSQL: both read
+            # nothing, one insert wins); what it fixed is what counts.
+            stored = None
+        if stored is None:
+            with self.db.read() as conn:
+                stored = self._get_state(conn, "period_ms")
+        if stored is not None and stored != period_ms:
+            raise PeriodMismatch(stored, period_ms)
 
     def state(self) -> MeteringState | None:
         """None if metering never ran in this data directory."""
