@@ -10,6 +10,14 @@ nothing; the same bytes go to every server. The digest of a large body is comput
 (outside the timing) and reused; the signature itself is computed per request.
 ``sign_payload=False`` sends UNSIGNED-PAYLOAD instead (what boto3 does over TLS), to measure
 what verifying the payload hash costs a server.
+
+Bodies larger than one piece go out as a stream of uncopied 1 MiB views with an explicit
+Content-Length (no chunked encoding: the bytes on the wire are those of a plain PUT). Handed
+a 64 MiB ``bytes``, aiohttp on Python 3.11 joins it to the head (a 64 MiB copy), asyncio's
+transport copies the unsent rest into its buffer twice, and every copy is a fresh mmap whose
+pages fault in: measured against a null server, that client spent 1.4-1.5 CPU-s per GiB sent
+and topped out at ~700 MiB/s, and on a 2-core machine that CPU was taken from the server
+being measured. Streaming views, the same client sends at ~4 GiB/s for ~0.25 CPU-s per GiB.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import xml.etree.ElementTree as ET
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -31,6 +40,7 @@ REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+PIECE = 1 << 20  # bodies above this are streamed as views of this size
 
 
 class BenchError(Exception):
@@ -151,7 +161,11 @@ class S3Client:
     async def put(self, bucket: str, key: str, payload: Payload) -> None:
         digest = payload.sha256 if self.sign_payload else UNSIGNED_PAYLOAD
         url, headers = self.signed("PUT", f"/{bucket}/{quote_key(key)}", digest)
-        async with self.session.put(url, headers=headers, data=payload.body) as resp:
+        data: bytes | AsyncIterator[memoryview] = payload.body
+        if len(payload.body) > PIECE:
+            headers["Content-Length"] = str(len(payload.body))
+            data = _pieces(payload.body)
+        async with self.session.put(url, headers=headers, data=data) as resp:
             body = await resp.read()
             if resp.status != 200:
                 raise BenchError(f"PUT {key}: {resp.status} {body[:300]!r}")
@@ -213,6 +227,13 @@ class S3Client:
             if token is None:
                 return keys
         raise BenchError("ListObjectsV2: too many pages")
+
+
+async def _pieces(body: bytes) -> AsyncIterator[memoryview]:
+    """The body as views of PIECE bytes each: nothing is copied before the socket."""
+    view = memoryview(body)
+    for start in range(0, len(view), PIECE):
+        yield view[start : start + PIECE]
 
 
 def _parse_list_page(body: bytes) -> tuple[list[str], str | None]:
