@@ -17,6 +17,12 @@ have_pg || need_apt+=(postgresql)
 # The market's web interface is tested in Debian's headless Chromium via its chromedriver.
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+# A C compiler and Python's headers build the multi-lane MD5 extension (optional for a node,
+# which falls back to hashlib without it; tests/node/test_md5lanes.py requires it).
+command -v gcc >/dev/null || need_apt+=(gcc)
+PY=${PYTHON:-python3}
+"$PY" -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need_apt+=(python3-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
@@ -27,7 +33,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
-PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -15,6 +15,7 @@ from typing import Protocol
 import google_crc32c
 
 from silverlining.node import errors
+from silverlining.node.domain.md5lanes import LANE_HASHER, LANE_MIN, MD5, Stream, new_md5
 
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256")
 #: Algorithms botocore knows that this node does not compute; asked for, they get 501.
@@ -83,28 +84,58 @@ def composite(algorithm: str, part_checksums: list[str]) -> str:
 
 
 class Digests:
-    """MD5 always; SHA-256 of the payload when the request signed it; one flexible checksum."""
+    """MD5 always; SHA-256 of the payload when the request signed it; one flexible checksum.
 
-    __slots__ = ("checksum", "checksum_algorithm", "md5", "sha256", "size")
+    A large body's MD5 is hashed on the lane thread (:mod:`.md5lanes`) while this thread
+    goes on; ``md5`` waits for it. ``abandon`` when the body is given up.
+    """
+
+    __slots__ = ("_md5", "_stream", "checksum", "checksum_algorithm", "sha256", "size")
 
     def __init__(self, *, payload_sha256: bool, checksum_algorithm: str | None) -> None:
-        self.md5 = hashlib.md5()
+        self._md5 = new_md5()
+        self._stream: Stream | None = None
         self.sha256 = hashlib.sha256() if payload_sha256 else None
         self.checksum_algorithm = checksum_algorithm
         self.checksum = new_hasher(checksum_algorithm) if checksum_algorithm else None
         self.size = 0
 
+    @property
+    def md5(self) -> MD5:
+        """The MD5 state, once everything fed to the lane thread is hashed."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.finish()
+        return self._md5
+
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        self.md5.update(data)
-        if self.sha256 is not None:
-            self.sha256.update(data)
-        if self.checksum is not None:
-            self.checksum.update(data)
-        self.size += len(data)
+        self.update_many((data,))
 
     def update_many(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        if self._stream is None and sum(map(len, pieces)) >= LANE_MIN:
+            self._stream = LANE_HASHER.open(self._md5)
+        if self._stream is not None:
+            self._stream.feed(pieces)
+        else:
+            for piece in pieces:
+                self._md5.update(piece)
         for piece in pieces:
-            self.update(piece)
+            if self.sha256 is not None:
+                self.sha256.update(piece)
+            if self.checksum is not None:
+                self.checksum.update(piece)
+            self.size += len(piece)
+
+    def abandon(self) -> None:
+        """Stop hashing (the body is discarded): the lane thread drops what is queued."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.abandon()
+
+    def __del__(self) -> None:
+        # A body dropped without ``abandon`` must not stay open on the lane thread: it
+        # would make every round there wait for it.
+        self.abandon()
 
     def checksum_b64(self) -> str | None:
         return None if self.checksum is None else b64(self.checksum.digest())

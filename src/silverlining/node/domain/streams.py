@@ -72,7 +72,7 @@ class Ingest:
         size = sum(map(len, pieces))
         if self.digests.size + size > self.max_size:
             raise errors.EntityTooLarge(MaxSizeAllowed=str(self.max_size))
-        self.digests.update_many(pieces)
+        self.digests.update_many(pieces)  # MD5 goes on on the lane thread meanwhile
         if self._writer is not None:
             self._writer.write_many(pieces)
         else:
@@ -123,6 +123,7 @@ class Ingest:
         return (Segment(blob_id, self.digests.size),), None
 
     def discard(self) -> None:
+        self.digests.abandon()
         if self._writer is not None:
             self._writer.discard()
         self._buffer = None

@@ -1,0 +1,1 @@
+"""C extensions, each optional: callers fall back to the standard library without them."""
