@@ -454,12 +454,63 @@ static PyTypeObject MD5Type = {
 
 /* ---- update_lanes -------------------------------------------------------------------- */
 
+/* One state's bytes for this call: one or more buffers, read as if joined. */
 typedef struct {
     MD5Object *m;
-    Py_buffer view;
-    const unsigned char *p; /* first byte not yet absorbed */
-    size_t blocks;          /* full blocks left for the lanes */
+    Py_buffer *views;
+    Py_ssize_t nviews;
+    Py_ssize_t seg;      /* current buffer */
+    size_t off;          /* offset in it */
+    size_t left;         /* bytes not yet consumed, all buffers */
+    uint64_t total;      /* bytes in all buffers */
+    unsigned char scratch[64]; /* a block that straddles two buffers */
 } Job;
+
+static void job_skip_empty(Job *j)
+{
+    while (j->seg < j->nviews && j->off == (size_t)j->views[j->seg].len) {
+        j->seg++;
+        j->off = 0;
+    }
+}
+
+/* Copy the next n bytes (n <= left) to dst, across buffers. */
+static void job_read(Job *j, unsigned char *dst, size_t n)
+{
+    while (n) {
+        job_skip_empty(j);
+        size_t avail = (size_t)j->views[j->seg].len - j->off;
+        size_t take = avail < n ? avail : n;
+        memcpy(dst, (const unsigned char *)j->views[j->seg].buf + j->off, take);
+        dst += take;
+        n -= take;
+        j->off += take;
+        j->left -= take;
+    }
+}
+
+/* Where the job's next full blocks are: in its buffer (returns how many lie there), or one
+ * block assembled in scratch (returns 1 and sets *copied). Requires left >= 64. */
+static size_t job_next(Job *j, const unsigned char **ptr, int *copied)
+{
+    job_skip_empty(j);
+    size_t avail = (size_t)j->views[j->seg].len - j->off;
+    if (avail >= 64) {
+        *ptr = (const unsigned char *)j->views[j->seg].buf + j->off;
+        *copied = 0;
+        return avail / 64;
+    }
+    job_read(j, j->scratch, 64);
+    *ptr = j->scratch;
+    *copied = 1;
+    return 1;
+}
+
+static void job_advance(Job *j, size_t nbytes)
+{
+    j->off += nbytes;
+    j->left -= nbytes;
+}
 
 /* Hash each job's bytes into its state; states with whole blocks to go share the lanes. */
 static void run_jobs(Job *jobs, Py_ssize_t n)
@@ -467,18 +518,16 @@ static void run_jobs(Job *jobs, Py_ssize_t n)
     for (Py_ssize_t i = 0; i < n; i++) {
         Job *j = &jobs[i];
         MD5Object *m = j->m;
-        size_t len = (size_t)j->view.len;
-        const unsigned char *p = j->view.buf;
         size_t have = (size_t)(m->nbytes & 63);
-        if (have) { /* complete the partial block first, on its own */
-            size_t take = 64 - have < len ? 64 - have : len;
-            md5_absorb(m, p, take);
-            p += take;
-            len -= take;
+        if (have) { /* complete the state's partial block first, on its own */
+            size_t need = 64 - have;
+            if (j->left < need) {
+                job_read(j, m->buf + have, j->left);
+                continue;
+            }
+            job_read(j, m->buf + have, need);
+            md5_blocks_scalar(m->h, m->buf, 1);
         }
-        j->p = p;
-        j->blocks = len / 64;
-        m->nbytes += len & ~(size_t)63; /* the tail is absorbed below */
     }
     for (Py_ssize_t first = 0; first < n; first += LANES) {
         Py_ssize_t count = n - first < LANES ? n - first : LANES;
@@ -486,56 +535,111 @@ static void run_jobs(Job *jobs, Py_ssize_t n)
         uint32_t st[4][LANES];
         const unsigned char *ptr[LANES];
         size_t stride[LANES];
+        int copied[LANES];
         for (;;) {
             size_t step = 0;
             int active = 0;
-            Py_ssize_t only = -1;
             for (Py_ssize_t l = 0; l < LANES; l++) {
-                if (l < count && group[l].blocks) {
-                    if (step == 0 || group[l].blocks < step)
-                        step = group[l].blocks;
+                if (l < count && group[l].left >= 64) {
+                    size_t avail = job_next(&group[l], &ptr[l], &copied[l]);
+                    if (step == 0 || avail < step)
+                        step = avail;
                     active++;
-                    only = l;
+                } else {
+                    ptr[l] = zero_block;
+                    copied[l] = 0;
                 }
             }
             if (active == 0)
                 break;
+            /* A block in scratch is one block: then everyone does one this round. */
+            for (Py_ssize_t l = 0; l < count; l++)
+                if (copied[l])
+                    step = 1;
             if (active == 1) { /* nobody to share with: one lane in plain C */
-                Job *j = &group[only];
-                md5_blocks_scalar(j->m->h, j->p, j->blocks);
-                j->p += 64 * j->blocks;
-                j->blocks = 0;
+                for (Py_ssize_t l = 0; l < count; l++) {
+                    if (ptr[l] == zero_block)
+                        continue;
+                    md5_blocks_scalar(group[l].m->h, ptr[l], copied[l] ? 1 : step);
+                    if (!copied[l])
+                        job_advance(&group[l], 64 * step);
+                }
                 continue;
             }
             for (Py_ssize_t l = 0; l < LANES; l++) {
-                int on = l < count && group[l].blocks;
+                int on = ptr[l] != zero_block;
                 for (int w = 0; w < 4; w++)
                     st[w][l] = on ? group[l].m->h[w] : 0;
-                ptr[l] = on ? group[l].p : zero_block;
                 stride[l] = on ? 64 : 0;
             }
             kernel(st, ptr, stride, step);
             for (Py_ssize_t l = 0; l < count; l++) {
-                if (!group[l].blocks)
+                if (ptr[l] == zero_block)
                     continue;
                 for (int w = 0; w < 4; w++)
                     group[l].m->h[w] = st[w][l];
-                group[l].p += 64 * step;
-                group[l].blocks -= step;
+                if (!copied[l])
+                    job_advance(&group[l], 64 * step);
             }
         }
     }
     for (Py_ssize_t i = 0; i < n; i++) {
+        /* Bytes left (fewer than a block) start a block: whatever filled the state's
+         * partial block came first. If they all went there, none are left. */
         Job *j = &jobs[i];
-        size_t tail = (size_t)((const unsigned char *)j->view.buf + j->view.len - j->p);
-        memcpy(j->m->buf, j->p, tail);
-        j->m->nbytes += tail;
+        job_read(j, j->m->buf, j->left);
+        j->m->nbytes += j->total;
     }
+}
+
+static void release_job(Job *j)
+{
+    for (Py_ssize_t v = 0; v < j->nviews; v++)
+        PyBuffer_Release(&j->views[v]);
+    PyMem_Free(j->views);
+    j->views = NULL;
+    j->nviews = 0;
+}
+
+/* Fill j from (md5, data) where data is a buffer or a list/tuple of buffers. */
+static int prepare_job(Job *j, PyObject *item)
+{
+    if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
+        || !PyObject_TypeCheck(PyTuple_GET_ITEM(item, 0), &MD5Type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "update_lanes() items must be (MD5, bytes or list of bytes) pairs");
+        return -1;
+    }
+    PyObject *data = PyTuple_GET_ITEM(item, 1);
+    int many = PyList_Check(data) || PyTuple_Check(data);
+    Py_ssize_t count = many ? PySequence_Fast_GET_SIZE(data) : 1;
+    j->views = PyMem_Calloc(count ? (size_t)count : 1, sizeof(Py_buffer));
+    if (j->views == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t v = 0; v < count; v++) {
+        PyObject *obj = many ? PySequence_Fast_ITEMS(data)[v] : data;
+        if (PyObject_GetBuffer(obj, &j->views[v], PyBUF_SIMPLE) < 0) {
+            release_job(j);
+            return -1;
+        }
+        j->nviews = v + 1;
+        j->total += (uint64_t)j->views[v].len;
+    }
+    j->left = (size_t)j->total;
+    MD5Object *m = (MD5Object *)PyTuple_GET_ITEM(item, 0);
+    if (md5_claim(m) < 0) { /* also catches one state given twice */
+        release_job(j);
+        return -1;
+    }
+    j->m = m;
+    return 0;
 }
 
 static PyObject *update_lanes(PyObject *module, PyObject *arg)
 {
-    PyObject *seq = PySequence_Fast(arg, "update_lanes() takes a sequence of (MD5, bytes)");
+    PyObject *seq = PySequence_Fast(arg, "update_lanes() takes a sequence of (MD5, data)");
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -547,20 +651,8 @@ static PyObject *update_lanes(PyObject *module, PyObject *arg)
     Py_ssize_t ready = 0;
     PyObject *result = NULL;
     for (; ready < n; ready++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, ready);
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2
-            || !PyObject_TypeCheck(PyTuple_GET_ITEM(item, 0), &MD5Type)) {
-            PyErr_SetString(PyExc_TypeError, "update_lanes() items must be (MD5, bytes) pairs");
+        if (prepare_job(&jobs[ready], PySequence_Fast_GET_ITEM(seq, ready)) < 0)
             goto done;
-        }
-        MD5Object *m = (MD5Object *)PyTuple_GET_ITEM(item, 0);
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(item, 1), &jobs[ready].view, PyBUF_SIMPLE) < 0)
-            goto done;
-        if (md5_claim(m) < 0) { /* also catches one state given twice */
-            PyBuffer_Release(&jobs[ready].view);
-            goto done;
-        }
-        jobs[ready].m = m;
     }
     Py_BEGIN_ALLOW_THREADS
     run_jobs(jobs, n);
@@ -570,7 +662,7 @@ static PyObject *update_lanes(PyObject *module, PyObject *arg)
 done:
     for (Py_ssize_t i = 0; i < ready; i++) {
         jobs[i].m->busy = 0;
-        PyBuffer_Release(&jobs[i].view);
+        release_job(&jobs[i]);
     }
     PyMem_Free(jobs);
     Py_DECREF(seq);
@@ -633,7 +725,7 @@ static PyObject *current_kernel(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef module_methods[] = {
     {"update_lanes", update_lanes, METH_O,
-     "update_lanes([(md5, data), ...]): hash each data into its MD5 state, side by side."},
+     "update_lanes([(md5, data or [data, ...]), ...]): hash into each MD5 state, side by side."},
     {"use_kernel", use_kernel, METH_O, "Select the lanes kernel by name (tests)."},
     {"available_kernels", available_kernels, METH_NOARGS, "Kernels this CPU can run, best first."},
     {"kernel", current_kernel, METH_NOARGS, "The kernel in use."},

@@ -11,8 +11,8 @@ feeds it its batches without waiting (the pieces are kept, not copied, until has
 stream more than ``BACKLOG`` bytes behind makes its feeder wait). The lane thread runs a
 round when every open stream has bytes queued, or when some stream's owner is waiting for
 its digest, or when the oldest queued bytes have waited ``LINGER`` seconds; a round hashes
-a slice of up to eight streams at once. The owner calls ``finish`` before it reads the
-digest.
+a slice of up to eight streams at once, of about equal length so that the lanes finish
+together. The owner calls ``finish`` before it reads the digest.
 
 Without the extension (no C compiler at install), ``new_md5`` is ``hashlib.md5`` and
 streams hash in the feeding thread: same digests, one upload per core.
@@ -36,9 +36,9 @@ except ImportError:  # pragma: no cover - the extension is built wherever the te
 
 #: Batches smaller than this are hashed by the thread that has them.
 LANE_MIN = 64 * 1024
-#: At most this much of one stream is hashed per round.
-SLICE = 256 * 1024
-#: A round's slices are at least this long, even when one stream's next piece is shorter.
+#: At most this much of one stream is hashed per round (across the pieces it was fed in).
+SLICE = 1024 * 1024
+#: A round's slices are at least this long, even when one stream has less queued.
 SLICE_MIN = 64 * 1024
 #: A feeder waits while its stream has more than this queued.
 BACKLOG = 16 * 1024 * 1024
@@ -174,18 +174,23 @@ class LaneHasher:
                 # The longest-waiting streams first; slices of about equal length.
                 due.sort(key=lambda s: s._since)
                 due = due[:lanes]
-                size = max(SLICE_MIN, min(SLICE, *(len(s._pieces[0]) for s in due)))
-                work: list[tuple[MD5, memoryview]] = []
+                size = max(SLICE_MIN, min(SLICE, *(s._queued for s in due)))
+                work: list[tuple[MD5, list[memoryview]]] = []
                 for s in due:
                     s.busy = True
-                    head = s._pieces[0]
-                    part = head[:size]
-                    if len(part) == len(head):
-                        s._pieces.popleft()
-                    else:
-                        s._pieces[0] = head[size:]
-                    s._queued -= len(part)
-                    work.append((s.state, part))
+                    parts: list[memoryview] = []
+                    need = size
+                    while need and s._pieces:  # a slice runs across pieces
+                        head = s._pieces[0]
+                        if len(head) <= need:
+                            parts.append(s._pieces.popleft())
+                            need -= len(head)
+                        else:
+                            parts.append(head[:need])
+                            s._pieces[0] = head[need:]
+                            need = 0
+                    s._queued -= size - need
+                    work.append((s.state, parts))
             error: BaseException | None = None
             try:
                 _native.update_lanes(work)
