@@ -9,8 +9,9 @@ register for about the cost of one (four streams: ~2 GiB/s on one core).
 For that, the work of several uploads has to meet. Each upload opens a :class:`Stream` and
 feeds it its batches without waiting (the pieces are kept, not copied, until hashed; a
 stream more than ``BACKLOG`` bytes behind makes its feeder wait). The lane thread runs a
-round when every open stream has bytes queued, or when some stream's owner is waiting for
-its digest, or when the oldest queued bytes have waited ``LINGER`` seconds; a round hashes
+round when every open stream (up to the lanes) has ``GATHER`` bytes queued, or when some
+stream's owner is waiting for its digest, or when the oldest queued bytes have waited
+``LINGER`` seconds; a round hashes
 a slice of up to eight streams at once, of about equal length so that the lanes finish
 together. The owner calls ``finish`` before it reads the digest.
 
@@ -40,12 +41,19 @@ LANE_MIN = 64 * 1024
 SLICE = 1024 * 1024
 #: A round's slices are at least this long, even when one stream has less queued.
 SLICE_MIN = 64 * 1024
-#: A feeder waits while its stream has more than this queued.
-BACKLOG = 16 * 1024 * 1024
-#: The longest queued bytes wait for other streams to fill the lanes.
-LINGER = 0.002
+#: A feeder waits while its stream has more than this queued...
+BACKLOG = 8 * 1024 * 1024
+#: ...and rounds run without waiting while all streams together have this much queued: the
+#: memory held for hashing stays about this, plus a batch per upload.
+HELD_MAX = 32 * 1024 * 1024
+#: A stream is ready for a round once it has this much queued (a round runs when as many
+#: streams are ready as there are open, up to the lanes: fuller lanes, fewer rounds)...
+GATHER = 2 * 1024 * 1024
+#: ...or when some stream's oldest queued bytes have waited this long.
+LINGER = 0.01
 
 Buffer = bytes | bytearray | memoryview
+_LANES = 8 if _native is None else int(_native.LANES)
 
 
 class MD5(Protocol):
@@ -155,7 +163,10 @@ class LaneHasher:
         queued = [s for s in self._open if s._pieces]
         if not queued:
             return [], None
-        if len(queued) >= len(self._open) or any(s._waiting for s in queued):
+        if any(s._waiting for s in queued):
+            return queued, 0.0
+        full = sum(1 for s in queued if s._queued >= GATHER)
+        if full >= min(len(self._open), _LANES) or sum(s._queued for s in queued) >= HELD_MAX:
             return queued, 0.0
         oldest = min(s._since for s in queued)
         left = oldest + LINGER - time.monotonic()
