@@ -47,7 +47,11 @@ def list_page(
             skip = after  # resuming after a common prefix: skip everything under it
     count = 0
     while True:
-        batch = repo.scan(bucket, cursor, inclusive, _BATCH)
+        # Without a delimiter every row is an entry: the rows still wanted plus one (to tell
+        # whether the page is truncated) are enough, where a full batch after a full page
+        # used to be read only to look at its first row. With one, rows fold into prefixes.
+        limit = _BATCH if delimiter else min(max_keys - count + 1, _BATCH + 1)
+        batch = repo.scan(bucket, cursor, inclusive, limit)
         if not batch:
             return page
         for entry in batch:
