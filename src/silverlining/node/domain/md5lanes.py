@@ -11,9 +11,9 @@ feeds it its batches without waiting (the pieces are kept, not copied, until has
 stream more than ``BACKLOG`` bytes behind makes its feeder wait). The lane thread runs a
 round when every open stream (up to the lanes) has ``GATHER`` bytes queued, or when some
 stream's owner is waiting for its digest, or when the oldest queued bytes have waited
-``LINGER`` seconds; a round hashes
-a slice of up to eight streams at once, of about equal length so that the lanes finish
-together. The owner calls ``finish`` before it reads the digest.
+``LINGER`` seconds; a round hashes a slice of up to eight streams at once, of about equal
+length so that the lanes finish together. The owner calls ``finish`` before it reads the
+digest.
 
 Without the extension (no C compiler at install), ``new_md5`` is ``hashlib.md5`` and
 streams hash in the feeding thread: same digests, one upload per core.
@@ -174,7 +174,6 @@ class LaneHasher:
 
     def _run(self) -> None:
         assert _native is not None
-        lanes: int = _native.LANES
         while True:
             with self._cond:
                 while True:
@@ -184,7 +183,7 @@ class LaneHasher:
                     self._cond.wait(wait)
                 # The longest-waiting streams first; slices of about equal length.
                 due.sort(key=lambda s: s._since)
-                due = due[:lanes]
+                due = due[:_LANES]
                 size = max(SLICE_MIN, min(SLICE, *(s._queued for s in due)))
                 work: list[tuple[MD5, list[memoryview]]] = []
                 for s in due:
@@ -208,15 +207,12 @@ class LaneHasher:
             except BaseException as exc:  # handed to the owners
                 error = exc
             with self._cond:
-                now = time.monotonic()
                 for s in due:
                     s.busy = False
                     if error is not None:
                         s._error = error
                         s._pieces.clear()
                         s._queued = 0
-                    elif s._pieces:
-                        s._since = min(s._since, now)
                 self._cond.notify_all()
 
 
