@@ -1,6 +1,7 @@
 """Object bodies pumped in batches (``RequestBody.next_batch``, ``handlers/common.pump``):
 trickled, pipelined, ``Expect: 100-continue`` and signed-payload bodies are stored byte for
-byte; a wrong payload SHA-256 is still refused; a replaced blob is freed after the answer."""
+byte; a wrong payload SHA-256 is still refused, alone or among concurrent signed uploads
+(whose SHA-256s share the MD5 lanes); a replaced blob is freed after the answer."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -124,6 +126,36 @@ def test_wrong_signed_payload_hash_is_refused(fnode: FeedNode) -> None:
     assert b"XAmzContentSHA256Mismatch" in answer
     s3 = fnode.client(fnode.access_key, fnode.secret_key)
     assert s3.list_objects_v2(Bucket=B, Prefix="forged")["KeyCount"] == 0
+
+
+def test_concurrent_signed_puts_one_forged(fnode: FeedNode) -> None:
+    """Six signed uploads at once, their SHA-256s hashed together on the lane thread; the
+    one whose body is not what it signed is refused and not stored, the others are."""
+    bodies = {f"signed/{i}": bytes([65 + i]) * (4 * MiB + 4099 * i) for i in range(6)}
+
+    def put(key: str) -> tuple[int, dict[str, str], bytes]:
+        body = bodies[key]
+        claimed = body if not key.endswith("3") else body[:-1] + b"!"
+        with socket.create_connection(("127.0.0.1", fnode.port), timeout=30) as sock:
+            sock.sendall(_put_head(fnode, key, claimed, signed=True))
+            for i in range(0, len(body), MiB):  # in pieces, so that the uploads overlap
+                sock.sendall(body[i:i + MiB])
+            [answer] = _responses(sock, 1)
+        return answer
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = dict(zip(bodies, pool.map(put, bodies), strict=True))
+    s3 = fnode.client(fnode.access_key, fnode.secret_key)
+    for key, body in bodies.items():
+        status, headers, answer = answers[key]
+        if key.endswith("3"):
+            assert status == 400
+            assert b"XAmzContentSHA256Mismatch" in answer
+            assert s3.list_objects_v2(Bucket=B, Prefix=key)["KeyCount"] == 0
+        else:
+            assert status == 200, answer
+            assert headers["etag"] == f'"{hashlib.md5(body).hexdigest()}"'
+            assert _stored(fnode, key) == body
 
 
 def test_overwrite_frees_the_replaced_blob(fnode: FeedNode) -> None:

@@ -1,8 +1,9 @@
-"""Multi-lane MD5 (``silverlining._native._md5lanes`` and ``node/domain/md5lanes.py``): every
-kernel the CPU has gives hashlib's digests for any mix of lengths, offsets and partial
-blocks; misuse is refused; the lane thread gives each concurrent stream its own digest,
-survives abandoned streams; and the real node's ETags for concurrent large uploads are
-their MD5s."""
+"""Multi-lane MD5 with SHA-256 alongside (``silverlining._native._md5lanes`` and
+``node/domain/md5lanes.py``): every kernel the CPU has gives hashlib's digests, MD5 and
+SHA-256, for any mix of lengths, offsets and partial blocks; misuse is refused; the lane
+thread gives each concurrent stream its own digests, survives abandoned streams; and the
+real node's ETags for concurrent large uploads are their MD5s, while a concurrent signed
+upload whose payload does not match its signed SHA-256 is refused."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def test_the_extension_is_built() -> None:
     assert native is not None, "silverlining._native._md5lanes was not built (gcc missing?)"
     assert native.LANES == 8
     assert "portable" in native.available_kernels()
-    assert md5lanes.describe().startswith("8 SIMD lanes")
+    assert md5lanes.describe().startswith("MD5 in 8 SIMD lanes")
 
 
 @pytest.fixture(params=native.available_kernels() if native is not None else [])
@@ -107,6 +108,72 @@ def test_lanes_across_buffers_match_hashlib(kernel: str) -> None:
             assert state.hexdigest() == reference.hexdigest(), kernel
 
 
+def test_sha256_single_stream_matches_hashlib(kernel: str) -> None:
+    rng = random.Random(11)
+    for size in (*SIZES, 1 << 20):
+        data = rng.randbytes(size)
+        state = native.SHA256()
+        cut = rng.randint(0, size)
+        state.update(data[:cut])
+        state.update(data[cut:])
+        assert state.hexdigest() == hashlib.sha256(data).hexdigest(), (kernel, size)
+        assert state.digest() == hashlib.sha256(data).digest()
+        assert native.SHA256(data).copy().hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (state.name, state.digest_size, state.block_size) == ("sha256", 32, 64)
+
+
+def test_lanes_with_sha256_match_hashlib(kernel: str) -> None:
+    """MD5 and SHA-256 of the same bytes in one call: more SHA-256 streams than the fused
+    kernel's slots, lanes without one, (MD5, data) pairs among triples, and SHA-256 states
+    that are not block-aligned with their MD5 (hashed apart)."""
+    rng = random.Random(hash(kernel) & 0xFFFFF)
+    for _ in range(120):
+        count = rng.randint(1, 19)
+        md5s = [native.MD5() for _ in range(count)]
+        shas = [native.SHA256() if rng.random() < 0.8 else None for _ in range(count)]
+        ref_md5 = [hashlib.md5() for _ in range(count)]
+        ref_sha = [hashlib.sha256() for _ in range(count)]
+        for i in range(count):
+            start = rng.randbytes(rng.choice((0, 0, 3, 64, 100)))
+            md5s[i].update(start)
+            ref_md5[i].update(start)
+            own = start if rng.random() < 0.8 else start[:1]  # sometimes misaligned
+            if shas[i] is not None:
+                shas[i].update(own)
+            ref_sha[i].update(own)
+        for _round in range(rng.randint(1, 3)):
+            jobs: list[Any] = []
+            for i in range(count):
+                pieces = [rng.randbytes(rng.choice((0, 1, 63, 64, 65, 4096,
+                                                    rng.randint(0, 200_000))))
+                          for _ in range(rng.randint(1, 4))]
+                for piece in pieces:
+                    ref_md5[i].update(piece)
+                    ref_sha[i].update(piece)
+                if shas[i] is None:
+                    jobs.append((md5s[i], pieces) if rng.random() < 0.5 else
+                                (md5s[i], pieces, None))
+                else:
+                    jobs.append((md5s[i], pieces, shas[i]))
+            native.update_lanes(jobs)
+        for i in range(count):
+            assert md5s[i].hexdigest() == ref_md5[i].hexdigest(), kernel
+            sha = shas[i]
+            if sha is not None:
+                assert sha.hexdigest() == ref_sha[i].hexdigest(), kernel
+
+
+def test_sha256_rides_in_the_lanes_with_sha_ni() -> None:
+    """With SHA-NI the node hashes signed payloads in the lanes (its SHA-256 states are the
+    extension's); without it, hashlib's."""
+    state = md5lanes.new_sha256()
+    if native.sha256_kernel() == "portable":
+        assert isinstance(state, type(hashlib.sha256()))
+    else:
+        assert isinstance(state, native.SHA256)
+        assert "SHA-256 with them" in md5lanes.describe()
+
+
 def test_copy_is_independent() -> None:
     state = native.MD5(b"abc")
     twin = state.copy()
@@ -132,6 +199,16 @@ def test_misuse_is_refused() -> None:
         native.MD5().update("text")
     with pytest.raises(ValueError, match="not available"):
         native.use_kernel("no-such-kernel")
+    sha = native.SHA256()
+    with pytest.raises(RuntimeError, match="another thread"):
+        native.update_lanes([(native.MD5(), b"a" * 128, sha), (native.MD5(), b"b" * 128, sha)])
+    assert sha.hexdigest() == hashlib.sha256().hexdigest()
+    with pytest.raises(TypeError):
+        native.update_lanes([(native.MD5(), b"a", hashlib.sha256())])
+    with pytest.raises(TypeError):
+        native.update_lanes([(native.MD5(), b"a", native.MD5())])
+    with pytest.raises(TypeError):
+        native.update_lanes([(native.MD5(), b"a", None, None)])
     native.update_lanes([])
 
 
@@ -141,18 +218,24 @@ def test_lane_thread_streams_concurrently() -> None:
 
     def upload(seed: int) -> tuple[str, str]:
         rng = random.Random(seed)
-        digests = Digests(payload_sha256=True, checksum_algorithm=None)
+        digests = Digests(payload_sha256=seed % 3 != 0, checksum_algorithm=None)
         reference = hashlib.md5()
+        reference_sha = hashlib.sha256()
         for _ in range(rng.randint(1, 30)):
             pieces = [rng.randbytes(rng.choice((1, 1000, 65_536, 262_144, 300_001)))
                       for _ in range(rng.randint(1, 6))]
             digests.update_many(pieces)
             for piece in pieces:
                 reference.update(piece)
+                reference_sha.update(piece)
         if seed % 5 == 0:
             digests.abandon()
             return "", ""
-        assert digests.sha256 is not None
+        if seed % 3 != 0:
+            assert digests.sha256 is not None
+            assert digests.sha256.hexdigest() == reference_sha.hexdigest()
+        else:
+            assert digests.sha256 is None
         return digests.md5.hexdigest(), reference.hexdigest()
 
     with ThreadPoolExecutor(12) as pool:

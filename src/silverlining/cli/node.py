@@ -179,7 +179,7 @@ def serve(ctx: click.Context, host: str, port: int, data_dir: Path, region: str,
                f"data in {data_dir})", err=False)
     from silverlining.node.domain import md5lanes
 
-    click.echo(f"MD5 of uploads: {md5lanes.describe()}")
+    click.echo(f"Hashing of uploads: {md5lanes.describe()}")
     if node.broker.auth.configured():
         click.echo(f"Service broker API at {node.offering.endpoint}/v2/ ("
                    f"{len(node.offering.plans)} plan(s)); usage records at /federation/usage")

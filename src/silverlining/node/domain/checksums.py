@@ -15,7 +15,15 @@ from typing import Protocol
 import google_crc32c
 
 from silverlining.node import errors
-from silverlining.node.domain.md5lanes import LANE_HASHER, LANE_MIN, MD5, Stream, new_md5
+from silverlining.node.domain.md5lanes import (
+    LANE_HASHER,
+    LANE_MIN,
+    MD5,
+    SHA256,
+    Stream,
+    new_md5,
+    new_sha256,
+)
 
 ALGORITHMS = ("CRC32", "CRC32C", "SHA1", "SHA256")
 #: Algorithms botocore knows that this node does not compute; asked for, they get 501.
@@ -86,42 +94,57 @@ def composite(algorithm: str, part_checksums: list[str]) -> str:
 class Digests:
     """MD5 always; SHA-256 of the payload when the request signed it; one flexible checksum.
 
-    A large body's MD5 is hashed on the lane thread (:mod:`.md5lanes`) while this thread
-    goes on; ``md5`` waits for it. ``abandon`` when the body is given up.
+    A large body's MD5 (and SHA-256, with SHA-NI) is hashed on the lane thread
+    (:mod:`.md5lanes`) while this thread goes on; ``md5`` and ``sha256`` wait for it.
+    ``abandon`` when the body is given up.
     """
 
-    __slots__ = ("_md5", "_stream", "checksum", "checksum_algorithm", "sha256", "size")
+    __slots__ = ("_md5", "_sha256", "_stream", "checksum", "checksum_algorithm", "size")
 
     def __init__(self, *, payload_sha256: bool, checksum_algorithm: str | None) -> None:
         self._md5 = new_md5()
         self._stream: Stream | None = None
-        self.sha256 = hashlib.sha256() if payload_sha256 else None
+        self._sha256 = new_sha256() if payload_sha256 else None
         self.checksum_algorithm = checksum_algorithm
         self.checksum = new_hasher(checksum_algorithm) if checksum_algorithm else None
         self.size = 0
 
-    @property
-    def md5(self) -> MD5:
-        """The MD5 state, once everything fed to the lane thread is hashed."""
+    def _settle(self) -> None:
+        """Wait until everything fed to the lane thread is hashed."""
         if self._stream is not None:
             stream, self._stream = self._stream, None
             stream.finish()
+
+    @property
+    def md5(self) -> MD5:
+        """The MD5 state, once everything fed to the lane thread is hashed."""
+        self._settle()
         return self._md5
+
+    @property
+    def sha256(self) -> SHA256 | None:
+        """The payload's SHA-256 state (None unless the request signed its payload), once
+        everything fed to the lane thread is hashed."""
+        self._settle()
+        return self._sha256
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self.update_many((data,))
 
     def update_many(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
         if self._stream is None and sum(map(len, pieces)) >= LANE_MIN:
-            self._stream = LANE_HASHER.open(self._md5)
+            self._stream = LANE_HASHER.open(self._md5, self._sha256)
+        sha = self._sha256
         if self._stream is not None:
             self._stream.feed(pieces)
+            if self._stream.sha is not None:
+                sha = None  # hashed on the lane thread too
         else:
             for piece in pieces:
                 self._md5.update(piece)
         for piece in pieces:
-            if self.sha256 is not None:
-                self.sha256.update(piece)
+            if sha is not None:
+                sha.update(piece)
             if self.checksum is not None:
                 self.checksum.update(piece)
             self.size += len(piece)
