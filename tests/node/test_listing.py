@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from silverlining.node.protocol.s3.serializer import S3Serializer, contents_xml
 from tests.node.s3util import error_of
 
 KEYS = ["a", "a/b", "a/b/c", "a/c", "b", "b/x", "c d", "z/\u00e9", "z/\u0100", "z/\U0001f600",
@@ -138,3 +139,26 @@ def test_list_after_write_and_delete(s3: Any, bucket: str) -> None:
 def test_bad_continuation_token(s3: Any, bucket: str) -> None:
     assert error_of(s3.list_objects_v2, Bucket=bucket, ContinuationToken="zz!") == (
         "InvalidArgument", 400)
+
+
+def test_prerendered_contents_match_the_model_renderer() -> None:
+    """ListObjectsV2 renders its entries with ``contents_xml`` (one format per entry, for
+    speed): the bytes must be the ones the model-driven renderer writes for the same
+    entries, for keys that need escaping and characters XML cannot carry."""
+    entries = [
+        ("plain/key.txt", 1_700_000_000.123, '"d41d8cd98f00b204e9800998ecf8427e"', 0),
+        ("a&b<c>d\"e'f", 1_700_000_001.0, '"0123456789abcdef0123456789abcdef-3"', 5 << 30),
+        ("ctl\x01\x1f tab\t nl\n \ud800 \ufffe", 0.999, '"x"', 1),
+        ("z/\u00e9\u0100\U0001f600~", 1_800_000_000.5, '"y"', 42),
+    ]
+    serializer = S3Serializer()
+    common = {"IsTruncated": False, "Name": "b", "Prefix": "", "MaxKeys": 1000, "KeyCount": 4}
+    model = serializer.render("ListObjectsV2", {**common, "Contents": [
+        {"Key": k, "LastModified": m, "ETag": e, "Size": s, "StorageClass": "STANDARD"}
+        for k, m, e, s in entries
+    ]})
+    fast = serializer.render("ListObjectsV2", {**common, "Contents": contents_xml(entries)})
+    assert fast.body == model.body
+    assert b"a&amp;b&lt;c&gt;d" in fast.body and b"&#x1;" in fast.body
+    empty = serializer.render("ListObjectsV2", {**common, "Contents": contents_xml([])})
+    assert empty.body == serializer.render("ListObjectsV2", {**common, "Contents": []}).body

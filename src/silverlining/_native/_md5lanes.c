@@ -565,13 +565,20 @@ static void hash_final(const HashObject *m, unsigned char *out)
     }
 }
 
-static int hash_claim(HashObject *m)
+static int hash_idle(HashObject *m)
 {
     if (m->busy) {
         PyErr_Format(PyExc_RuntimeError, "%s object is being updated by another thread",
                      m->kind->name);
         return -1;
     }
+    return 0;
+}
+
+static int hash_claim(HashObject *m)
+{
+    if (hash_idle(m) < 0)
+        return -1;
     m->busy = 1;
     return 0;
 }
@@ -601,6 +608,8 @@ static PyObject *Hash_update(HashObject *self, PyObject *arg)
 
 static PyObject *Hash_digest(HashObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (hash_idle(self) < 0)
+        return NULL;
     unsigned char out[32];
     hash_final(self, out);
     return PyBytes_FromStringAndSize((const char *)out, self->kind->digest_size);
@@ -609,6 +618,8 @@ static PyObject *Hash_digest(HashObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *Hash_hexdigest(HashObject *self, PyObject *Py_UNUSED(ignored))
 {
     static const char hex[] = "0123456789abcdef";
+    if (hash_idle(self) < 0)
+        return NULL;
     unsigned char out[32];
     char text[64];
     int n = self->kind->digest_size;
@@ -622,6 +633,8 @@ static PyObject *Hash_hexdigest(HashObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *Hash_copy(HashObject *self, PyObject *Py_UNUSED(ignored))
 {
+    if (hash_idle(self) < 0)
+        return NULL;
     HashObject *m = PyObject_New(HashObject, Py_TYPE(self));
     if (m == NULL)
         return NULL;
@@ -783,7 +796,7 @@ static void job_advance(Job *j, size_t nbytes)
 /* SHA-256 of the lanes that carry one: in the fused kernel's slots when there is one (the
  * first SHA_SLOTS such lanes; idle slots hash a zero block into a scratch state), the rest
  * stream by stream. Returns whether the MD5 lanes were hashed too. */
-static int run_sha(Job *group, Py_ssize_t count, uint32_t st[4][LANES],
+static int run_sha(lanes_kernel fused, Job *group, Py_ssize_t count, uint32_t st[4][LANES],
                    const unsigned char *ptr[LANES], const size_t stride[LANES], size_t step)
 {
     ShaSlots slots;
@@ -792,7 +805,7 @@ static int run_sha(Job *group, Py_ssize_t count, uint32_t st[4][LANES],
     for (Py_ssize_t l = 0; l < count; l++) {
         if (group[l].s == NULL || ptr[l] == zero_block)
             continue;
-        if (kernel_sha != NULL && used < SHA_SLOTS) {
+        if (fused != NULL && used < SHA_SLOTS) {
             slots.h[used] = group[l].s->h;
             slots.ptr[used] = ptr[l];
             slots.stride[used] = stride[l];
@@ -809,12 +822,13 @@ static int run_sha(Job *group, Py_ssize_t count, uint32_t st[4][LANES],
         slots.stride[k] = 0;
         memcpy(idle[k], SHA256_KIND.iv, sizeof idle[k]);
     }
-    kernel_sha(st, ptr, stride, step, &slots);
+    fused(st, ptr, stride, step, &slots);
     return 1;
 }
 
-/* Hash each job's bytes into its states; jobs with whole blocks to go share the lanes. */
-static void run_jobs(Job *jobs, Py_ssize_t n)
+/* Hash each job's bytes into its states; jobs with whole blocks to go share the lanes. The
+ * kernels are read once: use_kernel may run meanwhile (the GIL is released). */
+static void run_jobs(Job *jobs, Py_ssize_t n, lanes_kernel md5_only, lanes_kernel fused)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         Job *j = &jobs[i];
@@ -883,8 +897,8 @@ static void run_jobs(Job *jobs, Py_ssize_t n)
                     st[w][l] = on ? group[l].m->h[w] : 0;
                 stride[l] = on ? 64 : 0;
             }
-            if (!run_sha(group, count, st, ptr, stride, step))
-                kernel(st, ptr, stride, step, NULL);
+            if (!run_sha(fused, group, count, st, ptr, stride, step))
+                md5_only(st, ptr, stride, step, NULL);
             for (Py_ssize_t l = 0; l < count; l++) {
                 if (ptr[l] == zero_block)
                     continue;
@@ -951,14 +965,16 @@ static int prepare_job(Job *j, PyObject *item)
         release_job(j);
         return -1;
     }
+    if (sha != Py_None && hash_claim((HashObject *)sha) < 0) {
+        m->busy = 0;
+        release_job(j);
+        return -1;
+    }
+    /* Owned while the GIL is released: the caller's sequence could drop them meanwhile. */
+    Py_INCREF(m);
     j->m = m;
     if (sha != Py_None) {
-        if (hash_claim((HashObject *)sha) < 0) {
-            m->busy = 0;
-            j->m = NULL;
-            release_job(j);
-            return -1;
-        }
+        Py_INCREF(sha);
         j->s = j->claimed = (HashObject *)sha;
     }
     return 0;
@@ -981,16 +997,20 @@ static PyObject *update_lanes(PyObject *module, PyObject *arg)
         if (prepare_job(&jobs[ready], PySequence_Fast_GET_ITEM(seq, ready)) < 0)
             goto done;
     }
+    lanes_kernel md5_only = kernel, fused = kernel_sha;
     Py_BEGIN_ALLOW_THREADS
-    run_jobs(jobs, n);
+    run_jobs(jobs, n, md5_only, fused);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
     for (Py_ssize_t i = 0; i < ready; i++) {
         jobs[i].m->busy = 0;
-        if (jobs[i].claimed != NULL)
+        Py_DECREF(jobs[i].m);
+        if (jobs[i].claimed != NULL) {
             jobs[i].claimed->busy = 0;
+            Py_DECREF(jobs[i].claimed);
+        }
         release_job(&jobs[i]);
     }
     PyMem_Free(jobs);
@@ -1063,23 +1083,29 @@ static PyObject *use_kernel(PyObject *module, PyObject *arg)
 
 static PyObject *available_kernels(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *names = PyList_New(0);
-    if (names == NULL)
-        return NULL;
+    const char *found[3];
+    int n = 0;
 #ifdef HAVE_X86_KERNELS
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f")
-        && __builtin_cpu_supports("avx512vl") && PyList_Append(names, PyUnicode_FromString("avx512")) < 0)
-        goto fail;
-    if (__builtin_cpu_supports("avx2") && PyList_Append(names, PyUnicode_FromString("avx2")) < 0)
-        goto fail;
+        && __builtin_cpu_supports("avx512vl"))
+        found[n++] = "avx512";
+    if (__builtin_cpu_supports("avx2"))
+        found[n++] = "avx2";
 #endif
-    if (PyList_Append(names, PyUnicode_FromString("portable")) < 0)
-        goto fail;
+    found[n++] = "portable";
+    PyObject *names = PyList_New(n);
+    if (names == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *name = PyUnicode_FromString(found[i]);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyList_SET_ITEM(names, i, name);
+    }
     return names;
-fail:
-    Py_DECREF(names);
-    return NULL;
 }
 
 static PyObject *current_kernel(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -1117,13 +1143,9 @@ PyMODINIT_FUNC PyInit__md5lanes(void)
     PyObject *module = PyModule_Create(&md5lanes_module);
     if (module == NULL)
         return NULL;
-    Py_INCREF(&MD5Type);
-    Py_INCREF(&SHA256Type);
-    if (PyModule_AddObject(module, "MD5", (PyObject *)&MD5Type) < 0
-        || PyModule_AddObject(module, "SHA256", (PyObject *)&SHA256Type) < 0
+    if (PyModule_AddObjectRef(module, "MD5", (PyObject *)&MD5Type) < 0
+        || PyModule_AddObjectRef(module, "SHA256", (PyObject *)&SHA256Type) < 0
         || PyModule_AddIntConstant(module, "LANES", LANES) < 0) {
-        Py_DECREF(&MD5Type);
-        Py_DECREF(&SHA256Type);
         Py_DECREF(module);
         return NULL;
     }

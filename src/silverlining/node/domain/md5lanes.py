@@ -118,6 +118,8 @@ class Stream:
         self.busy = False  # the lane thread is hashing a slice of it
 
     def feed(self, pieces: Sequence[Buffer]) -> None:
+        """Queue ``pieces`` for hashing. They are held, not copied, until hashed: the caller
+        must not change them afterwards (the node feeds the bytes objects it received)."""
         self._hasher._feed(self, pieces)
 
     def finish(self) -> None:

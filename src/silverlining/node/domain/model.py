@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +68,10 @@ class ObjectRecord:
         return [s.blob_id for s in self.segments]
 
 
-@dataclass(frozen=True, slots=True)
-class ListEntry:
+class ListEntry(NamedTuple):
+    """One listed object. A tuple, not a dataclass: a listing page builds a thousand, and a
+    frozen dataclass's ``__init__`` cost more than the SQL that read them."""
+
     key: str
     size: int
     etag: str

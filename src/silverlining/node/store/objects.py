@@ -365,7 +365,7 @@ class ObjectRepository:
     def scan(self, bucket: str, start: str, inclusive: bool, limit: int) -> list[ListEntry]:
         """Up to ``limit`` objects with key > start (>= when inclusive), in byte order."""
         rows = self.hot.all(SCAN_SQL[inclusive], {"b": bucket, "s": start, "n": limit})
-        return [ListEntry(*r) for r in rows]
+        return list(map(ListEntry._make, rows))
 
     # multipart ------------------------------------------------------------------------
     def create_upload(self, up: Upload) -> None:

@@ -13,7 +13,7 @@ import functools
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -48,11 +48,15 @@ _ROOTS = {
 
 #: Characters XML 1.0 cannot carry at all (not even as character references).
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: ...and those it carries only escaped: text without any of these is written as is.
+_NEEDS_ESCAPE = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def escape(text: str) -> str:
     """XML-escape; characters XML 1.0 forbids become character references, as S3 writes
     them (clients that must read such keys ask for ``encoding-type=url``)."""
+    if _NEEDS_ESCAPE.search(text) is None:  # most keys: one scan, no copies
+        return text
     out = _sax_escape(text)
     if _INVALID_XML.search(out):
         out = _INVALID_XML.sub(lambda m: f"&#x{ord(m.group()):X};", out)
@@ -205,7 +209,7 @@ def _iso_second(seconds: int) -> str:
 
 def iso8601(value: Any) -> str:
     """ISO 8601 with milliseconds, as S3 writes timestamps in XML."""
-    epoch = _epoch(value)
+    epoch = value if type(value) is float else _epoch(value)
     seconds = math.floor(epoch)
     return f"{_iso_second(seconds)}.{int((epoch - seconds) * 1000):03d}Z"
 
@@ -226,16 +230,37 @@ def _element(tag: str, shape: Any, value: Any, *, ns: bool = False) -> str:
     return _element_fn(tag, shape, ns)(value)
 
 
+class RawXml(str):
+    """A list member's elements, already rendered (see ``contents_xml``): written as is."""
+
+    __slots__ = ()
+
+
+def contents_xml(entries: Iterable[tuple[str, Any, str, int]]) -> RawXml:
+    """ListObjects(V2)'s ``<Contents>`` elements for (key, last modified, ETag, size), the
+    same bytes the model-driven renderer writes for them (tests/node/test_listing.py checks
+    that) in one format per entry: a page renders a thousand, and the renderer's
+    per-member calls were half the server's time of a full listing."""
+    return RawXml("".join([
+        f"<Contents><Key>{escape(key)}</Key><LastModified>{iso8601(modified)}</LastModified>"
+        f"<ETag>{escape(etag)}</ETag><Size>{size}</Size>"
+        f"<StorageClass>STANDARD</StorageClass></Contents>"
+        for key, modified, etag, size in entries
+    ]))
+
+
 def _member_fn(name: str, shape: Any) -> Render:
     tag = shape.serialization.get("name", name)
     if shape.type_name != "list":
         return _element_fn(tag, shape)
     if shape.serialization.get("flattened"):
         item = _element_fn(tag, shape.member)
-        return lambda values: "".join([item(v) for v in values])
+        return lambda values: (values if type(values) is RawXml
+                               else "".join([item(v) for v in values]))
     item = _element_fn(shape.member.serialization.get("name", "member"), shape.member)
     open_tag, close_tag = f"<{tag}>", f"</{tag}>"
-    return lambda values: open_tag + "".join([item(v) for v in values]) + close_tag
+    return lambda values: open_tag + (values if type(values) is RawXml
+                                      else "".join([item(v) for v in values])) + close_tag
 
 
 def _element_fn(tag: str, shape: Any, ns: bool = False) -> Render:

@@ -8,6 +8,7 @@ from typing import Any
 from silverlining.node import errors
 from silverlining.node.protocol.s3.handlers.config import refuse_acl_grants
 from silverlining.node.protocol.s3.request import Response, S3Request
+from silverlining.node.protocol.s3.serializer import RawXml, contents_xml
 from silverlining.node.protocol.s3.xmlbody import parse_create_bucket, parse_delete
 
 
@@ -131,14 +132,15 @@ async def list_objects_v2(req: S3Request) -> Response:
         after = start_after
     page = req.node.objects.list(req.account, req.bucket, prefix=prefix, delimiter=delimiter,
                                  after=after, max_keys=max_keys)
-    fetch_owner = req.query.get("fetch-owner", "").lower() == "true"
-    contents = []
-    for e in page.entries:
-        item: dict[str, Any] = {"Key": enc(e.key), "LastModified": e.last_modified,
-                                "ETag": e.etag, "Size": e.size, "StorageClass": "STANDARD"}
-        if fetch_owner:
-            item["Owner"] = _owner(req)
-        contents.append(item)
+    contents: list[dict[str, Any]] | RawXml
+    if req.query.get("fetch-owner", "").lower() == "true":
+        owner = _owner(req)
+        contents = [{"Key": enc(e.key), "LastModified": e.last_modified, "ETag": e.etag,
+                     "Size": e.size, "StorageClass": "STANDARD", "Owner": owner}
+                    for e in page.entries]
+    else:
+        contents = contents_xml([(enc(e.key), e.last_modified, e.etag, e.size)
+                                 for e in page.entries])
     result: dict[str, Any] = {
         "IsTruncated": page.truncated,
         "Contents": contents,
