@@ -6,7 +6,10 @@
   deprovisioned only after the switch;
 - the market is killed mid-move, restarted, and the move resumes without copying finished
   objects again;
-- the target node dies mid-move: the move fails cleanly, the source is intact and usable.
+- the target node dies mid-move: the move fails cleanly, the source is intact and usable,
+  and the target subscription is cancelled once its node is back;
+- the old provider is down when a move switches: the move still completes (the target is
+  never cancelled), and the old subscription is cancelled once its node is back.
 """
 
 from __future__ import annotations
@@ -210,8 +213,61 @@ def test_target_down_mid_move_fails_cleanly_source_intact(
         s3.put_object(Bucket="fragile", Key="after-the-failure", Body=b"still works")
         assert s3.get_object(Bucket="fragile", Key="obj/00003")["Body"].read() == bodies[
             "obj/00003"]
+        target_id = failed["target_subscription_id"]
+        assert market.json("subscription", target_id, token=buyer)["status"] == "active"
     finally:
         haven.node.start()
+    # What the failed move provisioned could not be cancelled with haven down; the market
+    # cancels it when it starts (and on its schedule) once haven answers.
+    market.stop()
+    market.start()
+    wait_status(market, buyer, target_id, "cancelled")
+
+
+def wait_status(market: Market, token: str, sub_id: str, status: str,
+                seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while market.json("subscription", sub_id, token=token)["status"] != status:
+        assert time.monotonic() < deadline, f"subscription {sub_id} never {status}"
+        time.sleep(0.3)
+
+
+def test_old_provider_down_at_the_switch(pair: tuple[Market, Provider, Provider]) -> None:
+    """The market stops mid-move and restarts with the move at its switch while the old
+    provider is down (the state is set in its database: the crash this stands for, right
+    after the final pass, cannot be timed from outside). The move must complete (the target
+    holds the data now: cancelling it would lose them) and leave the old subscription to be
+    cancelled once its provider is back."""
+    market, origin, _ = pair
+    buyer = market.new_buyer("stranded")
+    [sub] = market.json("buy", "object-storage", "--region", "eu-central-1",
+                        token=buyer)["subscriptions"]
+    fill(s3_for(sub), "switching", 300)
+    started = market.json("move", sub["id"], "--to-provider", "haven", "--yes", "--detach",
+                          token=buyer)
+    wait_move(market, buyer, started["id"], ("copying",), progress=50)
+    market.kill9()
+    db = sqlite3.connect(market.data_dir / "market.db")
+    with db:
+        db.execute("UPDATE moves SET state = 'switching' WHERE id = ?", (started["id"],))
+    db.close()
+    origin.node.kill9()
+    try:
+        market.start()
+        done = wait_move(market, buyer, started["id"], ("done",), seconds=120)
+        target = market.json("subscription", done["target_subscription_id"], token=buyer)
+        assert target["status"] == "active" and target["provider"] == "haven"
+        old = market.json("subscription", sub["id"], token=buyer)
+        assert old["status"] == "active"  # its provider could not be told yet
+        audit = market.run("audit", token=market.admin_token).stdout
+        assert "move.cancel-pending" in audit
+    finally:
+        origin.node.start()
+    market.stop()
+    market.start()
+    wait_status(market, buyer, sub["id"], "cancelled")
+    assert market.json("subscription", done["target_subscription_id"],
+                       token=buyer)["status"] == "active"
 
 
 def test_move_in_the_foreground_reports_the_outcome(

@@ -5,7 +5,12 @@ subscription with the copy engine (streamed, parallel, each object verified on t
 runs a final incremental pass that takes the writes (and deletes) the buyer made meanwhile,
 compares both sides' listings, and only then switches: the old subscription is marked
 ``moved`` and deprovisioned. Until the switch the old subscription keeps working; a move
-that fails leaves it untouched and cancels what it provisioned on the target.
+that fails leaves it untouched and cancels what it provisioned on the target. Once the
+switch is recorded the move is done, even if the old provider cannot be reached to cancel
+the old subscription then: a failure there must never cancel the target, which now holds
+the buyer's data. What could not be cancelled at the time (the old subscription of a done
+move, the target of a failed one) is cancelled by ``settle`` when the market starts and on
+every round of its schedule.
 
 Every step is recorded in the ``moves`` row and every copied object in ``move_objects`` (the
 journal), so a move interrupted by a restart of the market resumes where it stopped without
@@ -234,6 +239,7 @@ class MoveRunner:
             thread.start()
 
     def resume(self) -> int:
+        settle(self.state)
         with self.state.store.begin() as conn:
             ids = [r.id for r in conn.execute(select(store.moves.c.id).where(
                 store.moves.c.state.in_(ACTIVE))).all()]
@@ -352,17 +358,51 @@ def _switch(state: MarketState, owner: Principal, row: Any) -> None:
     t = store.subscriptions
     with state.store.begin() as conn:
         target = conn.execute(select(t).where(t.c.id == row.target_subscription_id)).one()
-        flags = [f for f in json.loads(target.flags_json) if f != "move-target"]
+        moved_from = f"moved-from:{row.source_subscription_id}"  # once, if this is a rerun
+        flags = [f for f in json.loads(target.flags_json) if f not in ("move-target", moved_from)]
         conn.execute(update(t).where(t.c.id == target.id).values(
-            flags_json=store.dumps([*flags, f"moved-from:{row.source_subscription_id}"])))
+            flags_json=store.dumps([*flags, moved_from])))
         source = conn.execute(select(t).where(t.c.id == row.source_subscription_id)).one()
         old = json.loads(source.flags_json)
         conn.execute(update(t).where(t.c.id == source.id).values(
             flags_json=store.dumps(sorted({*old, MOVED_FLAG,
                                            f"moved-to:{row.target_subscription_id}"}))))
     if source.status == "active":
-        _deprovision(state, owner, row.source_subscription_id,
-                     reason=f"moved to {row.target_subscription_id} (move {row.id})")
+        try:
+            _deprovision(state, owner, row.source_subscription_id,
+                         reason=f"moved to {row.target_subscription_id} (move {row.id})")
+        except (Upstream, BrokerError) as error:
+            # The switch stands: the target is the subscription now. ``settle`` cancels
+            # the old one once its provider answers again.
+            log.warning("move %s: the old subscription %s could not be cancelled yet: %s",
+                        row.id, row.source_subscription_id, error)
+            with state.store.begin() as conn:
+                record(conn, owner, "move.cancel-pending", row.id,
+                       subscription=row.source_subscription_id, error=str(error)[:500])
+
+
+def settle(state: MarketState) -> int:
+    """Cancel what moves left active because a provider was unreachable at the time: the
+    old subscription of a done move, the target of a failed one. Returns how many were
+    cancelled; the rest wait for the next call."""
+    m, s = store.moves, store.subscriptions
+    with state.store.begin() as conn:
+        done = conn.execute(select(m).join(s, s.c.id == m.c.source_subscription_id).where(
+            m.c.state == "done", s.c.status == "active")).all()
+        failed = conn.execute(select(m).join(s, s.c.id == m.c.target_subscription_id).where(
+            m.c.state == "failed", s.c.status == "active")).all()
+    leftovers = [(row, row.source_subscription_id,
+                  f"moved to {row.target_subscription_id} (move {row.id})") for row in done]
+    leftovers += [(row, row.target_subscription_id, f"move {row.id} failed") for row in failed]
+    cancelled = 0
+    for row, sub_id, reason in leftovers:
+        try:
+            _deprovision(state, _owner(state, row), sub_id, reason=reason)
+            cancelled += 1
+        except (Upstream, BrokerError, MarketError) as error:
+            log.info("move %s: subscription %s still not cancelled: %s", row.id, sub_id,
+                     error)
+    return cancelled
 
 
 def _fail(state: MarketState, owner: Principal, row: Any, message: str) -> None:

@@ -13,7 +13,7 @@ import time
 
 from sqlalchemy import insert, select, update
 
-from silverlining.market import billing, budgets, invoices, probes, registry, store
+from silverlining.market import billing, budgets, invoices, moves, probes, registry, store
 from silverlining.market.offers import CatalogError
 from silverlining.market.osbclient import BrokerError
 from silverlining.market.state import SYSTEM, MarketState, parse_time
@@ -73,6 +73,7 @@ class Scheduler:
         if time.monotonic() - self._probed >= settings.probe_interval:
             self._probed = time.monotonic()
             probes.probe_all(self.state)
+            moves.settle(self.state)  # what moves could not cancel at the time
         if time.monotonic() - self._collected >= settings.collect_interval:
             self._collected = time.monotonic()
             report = billing.collect(self.state, SYSTEM)
