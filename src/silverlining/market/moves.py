@@ -239,7 +239,9 @@ class MoveRunner:
             thread.start()
 
     def resume(self) -> int:
-        settle(self.state)
+        # What moves left to cancel, in the background: an unreachable provider may take
+        # the broker timeout to answer, and the market's start must not wait for it.
+        threading.Thread(target=self._settle, name="move-settle", daemon=True).start()
         with self.state.store.begin() as conn:
             ids = [r.id for r in conn.execute(select(store.moves.c.id).where(
                 store.moves.c.state.in_(ACTIVE))).all()]
@@ -253,6 +255,12 @@ class MoveRunner:
             thread.join(timeout=60)
 
     # ------------------------------------------------------------------------------------
+    def _settle(self) -> None:
+        try:
+            settle(self.state)
+        except Exception:  # the schedule retries; a bug here must not stop the market
+            log.exception("settling moves at start failed")
+
     def _run(self, move_id: str) -> None:
         try:
             run_move(self.state, move_id, stop=self.stop, workers=self.workers)
